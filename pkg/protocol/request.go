@@ -1,0 +1,133 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// Request is a parsed Fibonacci request.
+type Request struct {
+	ID string // echoed in the answer; empty when the request had none
+	N  int
+}
+
+// ParseRequest parses one client frame. binary tells whether it arrived as a binary frame.
+// On failure it returns the error frame to send (its ID set whenever the request carried a
+// valid one); the connection stays open either way.
+//
+// Accepted forms: {"type":"fib","n":10,"id":"r1"}, plain "10" and "fib 10".
+func ParseRequest(data []byte, binary bool, maxN int) (Request, *Error) {
+	if binary {
+		return Request{}, newError("", CodeBadRequest, "binary frames are not supported; send text")
+	}
+	text := bytes.TrimSpace(data)
+	if len(text) == 0 {
+		return Request{}, newError("", CodeBadRequest, "empty frame")
+	}
+	switch text[0] {
+	case '{':
+		return parseJSON(text, maxN)
+	case '[':
+		return Request{}, newError("", CodeBadRequest, "expected a JSON object with a \"type\"")
+	}
+	// Plain-text shortcuts for wscat: "10" or "fib 10".
+	s := string(text)
+	if rest, ok := strings.CutPrefix(s, "fib"); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
+		return parseN(json.RawMessage(strings.TrimSpace(rest)), "", maxN)
+	}
+	if looksScalar(s) {
+		return parseN(json.RawMessage(s), "", maxN)
+	}
+	return Request{}, newError("", CodeBadRequest, `unknown message; send a number like 10, "fib 10" or {"type":"fib","n":10}`)
+}
+
+// looksScalar reports whether plain text was meant as a number (so a bad one is invalid_n,
+// not bad_request): it starts like a JSON number or string.
+func looksScalar(s string) bool {
+	c := s[0]
+	return c == '-' || c == '+' || c == '.' || c == '"' || (c >= '0' && c <= '9')
+}
+
+func parseJSON(text []byte, maxN int) (Request, *Error) {
+	var msg struct {
+		Type *string         `json:"type"`
+		ID   json.RawMessage `json:"id"`
+		N    json.RawMessage `json:"n"`
+	}
+	if err := json.Unmarshal(text, &msg); err != nil {
+		return Request{}, newError("", CodeBadRequest, "malformed JSON: "+jsonErr(err))
+	}
+	var id string
+	if len(msg.ID) > 0 && string(msg.ID) != "null" {
+		if err := json.Unmarshal(msg.ID, &id); err != nil {
+			return Request{}, newError("", CodeBadRequest, "id must be a string")
+		}
+		if len(id) > MaxIDLen {
+			return Request{}, newError("", CodeBadRequest, fmt.Sprintf("id must be at most %d characters", MaxIDLen))
+		}
+	}
+	if msg.Type == nil {
+		return Request{}, newError(id, CodeBadRequest, `missing "type"`)
+	}
+	if *msg.Type != TypeFib {
+		return Request{}, newError(id, CodeBadRequest, fmt.Sprintf("unknown type %q", truncate(*msg.Type, 32)))
+	}
+	return parseN(msg.N, id, maxN)
+}
+
+// parseN accepts a JSON number whose value is a whole number in [0, maxN]: 10 and 1e2 and
+// 10.0 pass; 10.5, -1, "10", 1e400, null and anything else are invalid_n.
+func parseN(raw json.RawMessage, id string, maxN int) (Request, *Error) {
+	bad := newError(id, CodeInvalidN, fmt.Sprintf("n must be an integer from 0 to %d", maxN))
+	s := string(raw)
+	if s == "" || s == "null" || !isJSONNumber(s) {
+		return Request{}, bad
+	}
+	if v, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if v < 0 || v > int64(maxN) {
+			return Request{}, bad
+		}
+		return Request{ID: id, N: int(v)}, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsInf(f, 0) || f != math.Trunc(f) || f < 0 || f > float64(maxN) {
+		return Request{}, bad
+	}
+	return Request{ID: id, N: int(f)}, nil
+}
+
+// isJSONNumber reports whether s is exactly one JSON number token (so "0x10", "+1", " 1" and
+// "1 2" are rejected, as encoding/json would).
+func isJSONNumber(s string) bool {
+	var n json.Number
+	d := json.NewDecoder(strings.NewReader(s))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return false
+	}
+	n, ok := v.(json.Number)
+	if !ok || d.More() {
+		return false
+	}
+	return string(n) == s
+}
+
+func newError(id, code, msg string) *Error {
+	return &Error{Type: TypeError, ID: id, Code: code, Message: msg}
+}
+
+func jsonErr(err error) string {
+	return truncate(strings.TrimPrefix(err.Error(), "json: "), 120)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
