@@ -19,9 +19,7 @@ import (
 	"fmt"
 	"math/big"
 	"math/bits"
-	"runtime"
 	"strconv"
-	"sync"
 )
 
 // MaxSmall is the largest n whose F(n) fits in a uint64.
@@ -68,7 +66,7 @@ var parSqrWords = 256
 //	F(2k)   = F(2k+1) - F(2k-1)
 //
 // The two squarings are independent; for large operands they run concurrently
-// when GOMAXPROCS > 1. The caller owns the result.
+// when GOMAXPROCS > 1 (see pair). The caller owns the result.
 func Compute(n int) *big.Int {
 	if n < 0 {
 		panic(fmt.Sprintf("fib: Compute(%d): negative n", n))
@@ -76,11 +74,20 @@ func Compute(n int) *big.Int {
 	if n <= MaxSmall {
 		return new(big.Int).SetUint64(smallTable[n])
 	}
-	return compute(n, runtime.GOMAXPROCS(0) > 1)
+	if n < parMinN {
+		return compute(n, nil)
+	}
+	p := newPair()
+	defer p.close()
+	return compute(n, p)
 }
 
-// compute is Compute for n > MaxSmall; par allows the concurrent squarings.
-func compute(n int, par bool) *big.Int {
+// parMinN is the n from which Compute and Decimal use a second goroutine
+// (see pair). Below it F(n) is done before the helper would wake up.
+var parMinN = 40000
+
+// compute is Compute for n > MaxSmall. Big squarings run on p (nil: sequentially).
+func compute(n int, p *pair) *big.Int {
 	// Start from k = the top 6 bits of n (32 <= k < 64), taken from the table.
 	shift := bits.Len(uint(n)) - 6
 	k := n >> shift
@@ -95,7 +102,12 @@ func compute(n int, par bool) *big.Int {
 	b.SetUint64(smallTable[k-1])
 
 	for i := shift - 1; i >= 0; i-- {
-		sqr2(a2, a, b2, b, par && len(b.Bits()) >= parSqrWords)
+		if len(b.Bits()) >= parSqrWords {
+			p.do2(func() { a2.Mul(a, a) }, func() { b2.Mul(b, b) })
+		} else {
+			a2.Mul(a, a)
+			b2.Mul(b, b)
+		}
 		// a2 = F(2k+1) = 4a² - b² ± 2, b = F(2k-1) = a² + b², then F(2k).
 		b.Add(a2, b2)
 		a2.Lsh(a2, 2)
@@ -121,20 +133,6 @@ func compute(n int, par bool) *big.Int {
 }
 
 var two = big.NewInt(2)
-
-// sqr2 sets z1 = x1² and z2 = x2², concurrently if par. The z's must not
-// alias the x's.
-func sqr2(z1, x1, z2, x2 *big.Int, par bool) {
-	if !par {
-		z1.Mul(x1, x1)
-		z2.Mul(x2, x2)
-		return
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { z2.Mul(x2, x2) })
-	z1.Mul(x1, x1)
-	wg.Wait()
-}
 
 // naive is the textbook fast doubling (three multiplications per bit, no
 // table, no concurrency), kept as the baseline the benchmarks compare with.

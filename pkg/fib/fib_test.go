@@ -1,0 +1,166 @@
+package fib
+
+import (
+	"fmt"
+	"math/big"
+	"os"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// iterative returns F(0..n) by plain additions: slow, obviously correct, and
+// independent of the doubling formulas under test.
+func iterative(n int) []*big.Int {
+	fs := make([]*big.Int, n+1)
+	a, b := big.NewInt(0), big.NewInt(1)
+	for i := range fs {
+		fs[i] = new(big.Int).Set(a)
+		a.Add(a, b)
+		a, b = b, a
+	}
+	return fs
+}
+
+// iterativeAt returns F(n) by plain additions without keeping the sequence.
+func iterativeAt(n int) *big.Int {
+	a, b := big.NewInt(0), big.NewInt(1)
+	for range n {
+		a.Add(a, b)
+		a, b = b, a
+	}
+	return a
+}
+
+func TestSmall(t *testing.T) {
+	fs := iterative(MaxSmall + 1)
+	for n := 0; n <= MaxSmall; n++ {
+		v, ok := Small(n)
+		if !ok || v != fs[n].Uint64() || !fs[n].IsUint64() {
+			t.Fatalf("Small(%d) = %d, %v; want %s", n, v, ok, fs[n])
+		}
+		if got := Decimal(n); got != strconv.FormatUint(v, 10) {
+			t.Fatalf("Decimal(%d) = %s; want %d", n, got, v)
+		}
+	}
+	if fs[MaxSmall+1].IsUint64() {
+		t.Fatalf("F(%d) fits a uint64: MaxSmall is too small", MaxSmall+1)
+	}
+	for _, n := range []int{-1, MaxSmall + 1, 1 << 20} {
+		if v, ok := Small(n); ok || v != 0 {
+			t.Errorf("Small(%d) = %d, %v; want 0, false", n, v, ok)
+		}
+	}
+}
+
+func TestComputeUpTo2000(t *testing.T) {
+	fs := iterative(2000)
+	for n, want := range fs {
+		for _, par := range []bool{false, true} {
+			var got *big.Int
+			if n <= MaxSmall {
+				got = Compute(n)
+			} else {
+				got = computeWith(n, par)
+			}
+			if got.Cmp(want) != 0 {
+				t.Fatalf("Compute(%d) par=%v = %s; want %s", n, par, got, want)
+			}
+		}
+		if got := naive(n); got.Cmp(want) != 0 {
+			t.Fatalf("naive(%d) = %s; want %s", n, got, want)
+		}
+		if got := Decimal(n); got != want.String() {
+			t.Fatalf("Decimal(%d) = %s; want %s", n, got, want)
+		}
+	}
+}
+
+func TestComputeLarge(t *testing.T) {
+	ns := []int{4096, 10000, 12345, 65535, 65536, 100000}
+	if testing.Short() {
+		ns = ns[:4]
+	}
+	// Force the concurrent squarings down to small sizes as well.
+	defer func(w int) { parSqrWords = w }(parSqrWords)
+	parSqrWords = 2
+	for _, n := range ns {
+		want := iterativeAt(n)
+		for _, par := range []bool{false, true} {
+			if got := computeWith(n, par); got.Cmp(want) != 0 {
+				t.Fatalf("compute(%d, %v) differs from the iterative result", n, par)
+			}
+		}
+		if got := Decimal(n); got != want.String() {
+			t.Fatalf("Decimal(%d) differs from the iterative result", n)
+		}
+	}
+}
+
+func TestDecimalMillion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	const n = 1000000
+	x := Compute(n)
+	if got := naive(n); got.Cmp(x) != 0 {
+		t.Fatalf("Compute(%d) != naive(%d)", n, n)
+	}
+	want := x.String()
+	if got := Decimal(n); got != want {
+		t.Fatalf("Decimal(%d) differs from Compute(%d).String()", n, n)
+	}
+	if got := formatDecimal(x, nil); got != want {
+		t.Fatalf("sequential formatDecimal differs from String()")
+	}
+}
+
+// computeWith runs compute with or without a helper goroutine.
+func computeWith(n int, par bool) *big.Int {
+	if !par {
+		return compute(n, nil)
+	}
+	p := newPair()
+	defer p.close()
+	return compute(n, p)
+}
+
+// formatWith runs formatDecimal with or without a helper goroutine.
+func formatWith(x *big.Int, par bool) string {
+	if !par {
+		return formatDecimal(x, nil)
+	}
+	p := newPair()
+	defer p.close()
+	return formatDecimal(x, p)
+}
+
+func TestComputeNegativePanics(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Compute(-1) did not panic")
+		}
+	}()
+	Compute(-1)
+}
+
+func TestMain(m *testing.M) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		// The concurrent paths are only taken with 2+ Ps; make sure the
+		// tests exercise them even on a 1-CPU runner.
+		runtime.GOMAXPROCS(2)
+	}
+	before := runtime.NumGoroutine()
+	code := m.Run()
+	// Every pair helper must have exited (they poll their quit flag).
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); code == 0 && n > before {
+		fmt.Fprintf(os.Stderr, "goroutine leak: %d goroutines after the tests, %d before\n", n, before)
+		code = 1
+	}
+	os.Exit(code)
+}
