@@ -1,0 +1,69 @@
+package gateway
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"net/http"
+
+	"github.com/wsgw/wsgw/pkg/protocol"
+)
+
+//go:embed web/index.html
+var indexHTML []byte
+
+// Handler returns the whole HTTP surface of the gateway.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws", s.handleWS)
+	mux.HandleFunc("GET /{$}", s.handleIndex)
+	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	mux.HandleFunc("GET /readyz", s.handleReadyz)
+	mux.HandleFunc("GET /users", s.handleUsers)
+	mux.Handle("GET /metrics", s.m.Handler())
+	return mux
+}
+
+func (s *Server) handleIndex(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write(indexHTML)
+}
+
+// handleHealthz answers 200 while the process runs.
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// handleReadyz answers 200 when the gateway can serve: not draining and the broker ready
+// (Redis reachable and the tick subscription delivering, in cluster mode).
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if s.draining.Load() {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.ReadyTimeout)
+	defer cancel()
+	if err := s.broker.Ready(ctx); err != nil {
+		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// handleUsers lists every online connection (the whole cluster's in cluster mode).
+func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request) {
+	users, err := s.store.List(r.Context())
+	if err != nil {
+		s.log.Warn("list users", "err", err)
+		http.Error(w, "presence unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if users == nil {
+		users = []protocol.User{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(protocol.Users{Count: len(users), Users: users})
+}

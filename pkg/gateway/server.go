@@ -1,0 +1,238 @@
+// Package gateway is the WebSocket gateway of ../shared/PROTOCOL.md: it accepts connections on
+// /ws, fans ticks from a broker out to them through a hub, answers Fibonacci requests from a
+// bounded worker pool, records presence, and drains cleanly.
+//
+// It sees only the broker.Broker and presence.Store interfaces: standalone and cluster mode
+// differ solely in what Run passes to NewServer.
+//
+// Entry points: Run (the program), NewServer, Server.Handler, Server.Start, Server.Drain.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	randv2 "math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/wsgw/wsgw/pkg/broker"
+	"github.com/wsgw/wsgw/pkg/fib"
+	"github.com/wsgw/wsgw/pkg/hub"
+	"github.com/wsgw/wsgw/pkg/metrics"
+	"github.com/wsgw/wsgw/pkg/presence"
+	"github.com/wsgw/wsgw/pkg/protocol"
+)
+
+// Options tune a Server. Zero values mean the documented defaults.
+type Options struct {
+	ID             string   // gateway id in welcome frames and presence. Defaults to "gw".
+	MaxN           int      // largest n accepted. Defaults to 100000.
+	Rate           float64  // per-connection requests per second. Defaults to 20.
+	Burst          int      // per-connection burst. Defaults to 40.
+	ReadLimit      int64    // largest client frame. Defaults to 4096.
+	AllowedOrigins []string // extra origin patterns for browsers.
+
+	QueueSize      int           // outbound frames a connection may have queued. Defaults to 64.
+	WriteTimeout   time.Duration // deadline of one write. Defaults to 10s.
+	PingInterval   time.Duration // between application pings (plus up to 25% jitter). Defaults to 30s.
+	PingTimeout    time.Duration // wait for a pong. Defaults to 15s.
+	MaxRetryDelay  time.Duration // retry_ms of a drain is uniform in [0, this]. Defaults to 5s.
+	FibCacheBytes  int           // bytes of formatted results cached. Defaults to 64 MiB.
+	FibWorkers     int           // Fibonacci workers. Defaults to GOMAXPROCS.
+	FibQueue       int           // requests waiting for a worker before busy. Defaults to 1024.
+	DrainParallel  int           // connections closed at once during a drain. Defaults to 256.
+	ReadyTimeout   time.Duration // bound of one readiness check. Defaults to 2s.
+	RateLimitGrace time.Duration // how long a client may keep sending after rate_limited before 1008. Defaults to 10s.
+	StandaloneMode bool          // only for /readyz's message.
+}
+
+func (o *Options) defaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if o.ID == "" {
+		o.ID = "gw"
+	}
+	if o.MaxN <= 0 {
+		o.MaxN = protocol.DefaultMaxN
+	}
+	if o.Rate <= 0 {
+		o.Rate = 20
+	}
+	def(&o.Burst, 40)
+	if o.ReadLimit <= 0 {
+		o.ReadLimit = 4096
+	}
+	def(&o.QueueSize, 64)
+	defDur(&o.WriteTimeout, 10*time.Second)
+	defDur(&o.PingInterval, 30*time.Second)
+	defDur(&o.PingTimeout, 15*time.Second)
+	defDur(&o.MaxRetryDelay, 5*time.Second)
+	def(&o.FibCacheBytes, 64<<20)
+	def(&o.FibWorkers, defaultWorkers())
+	def(&o.FibQueue, 1024)
+	def(&o.DrainParallel, 256)
+	defDur(&o.ReadyTimeout, 2*time.Second)
+	defDur(&o.RateLimitGrace, 10*time.Second)
+}
+
+// Server holds the gateway's connections. Build it with NewServer.
+type Server struct {
+	opts   Options
+	log    *slog.Logger
+	m      *metrics.Metrics
+	broker broker.Broker
+	store  presence.Store
+	hub    *hub.Hub
+	pool   *pool
+
+	ctx    context.Context // parent of every connection's context; canceled last
+	cancel context.CancelFunc
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	connWG   sync.WaitGroup
+}
+
+// NewServer builds a server from every dependency it needs.
+func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store presence.Store, opts Options) *Server {
+	opts.defaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		opts: opts, log: log, m: m, broker: b, store: store,
+		hub: hub.New(m), ctx: ctx, cancel: cancel,
+		conns: make(map[*conn]struct{}),
+	}
+	s.pool = newPool(ctx, opts.FibWorkers, opts.FibQueue, fib.NewCache(opts.FibCacheBytes), m)
+	return s
+}
+
+// Start subscribes to the broker: from its return on, every tick reaches every connection.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.broker.Subscribe(s.ctx, func(frame []byte) { s.hub.Broadcast(frame) }); err != nil {
+		return fmt.Errorf("gateway: subscribe to ticks: %w", err)
+	}
+	return nil
+}
+
+// Connections returns the number of open connections.
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns[c] = struct{}{}
+	s.connWG.Add(1)
+	return !s.draining.Load()
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.connWG.Done()
+}
+
+// Drain closes every connection with 1001 and a jittered {"retry_ms":N}, at most
+// DrainParallel close handshakes at a time, and waits for them to end; connections still open
+// when ctx is done are dropped without a handshake. Call it after the listener stopped
+// accepting; /readyz answers 503 from the first instant of the drain.
+func (s *Server) Drain(ctx context.Context) {
+	s.draining.Store(true)
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	s.log.Info("draining", "connections", len(conns))
+
+	sem := make(chan struct{}, s.opts.DrainParallel)
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if !c.setReason(reasonDrained) {
+				return
+			}
+			c.mu.Lock()
+			c.closing = true
+			c.mu.Unlock()
+			closeBounded(ctx, c.ws, websocket.StatusGoingAway, protocol.RetryReason(s.retryDelay()))
+		})
+	}
+	wg.Wait()
+
+	done := make(chan struct{})
+	go func() { s.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("drain timed out; dropping connections", "left", s.Connections())
+		s.cancel() // every connection context: readers return
+		<-done
+	}
+	s.cancel()
+	s.pool.wait()
+}
+
+// closeBounded runs the close handshake but gives up at ctx's deadline.
+func closeBounded(ctx context.Context, ws *websocket.Conn, code websocket.StatusCode, reason string) {
+	done := make(chan struct{})
+	go func() { _ = ws.Close(code, reason); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		_ = ws.CloseNow()
+	}
+}
+
+func (s *Server) retryDelay() time.Duration {
+	return time.Duration(randv2.Int64N(int64(s.opts.MaxRetryDelay) + 1)).Truncate(time.Millisecond)
+}
+
+func (s *Server) newLimiter() *rate.Limiter {
+	return rate.NewLimiter(rate.Limit(s.opts.Rate), s.opts.Burst)
+}
+
+// newConnID returns "c-" and 20 hex digits: a millisecond timestamp (so ids sort by age) and
+// random bits.
+func newConnID() string {
+	var b [10]byte
+	ms := uint64(time.Now().UnixMilli())
+	for i := 5; i >= 0; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
+	}
+	_, _ = rand.Read(b[6:])
+	return "c-" + hex.EncodeToString(b[:])
+}
+
+func formatUint(v uint64) string { return strconv.FormatUint(v, 10) }

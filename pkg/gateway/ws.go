@@ -1,0 +1,178 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/wsgw/wsgw/pkg/config"
+	"github.com/wsgw/wsgw/pkg/fib"
+	"github.com/wsgw/wsgw/pkg/protocol"
+)
+
+// handleWS upgrades /ws and runs the connection's read loop on the handler goroutine, which
+// is the connection's one reader.
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		s.m.Rejected.WithLabelValues("draining").Inc()
+		http.Error(w, "gateway is draining; reconnect to another replica", http.StatusServiceUnavailable)
+		return
+	}
+	user := r.URL.Query().Get("user")
+	if user == "" {
+		user = protocol.GuestPrefix + config.RandomHex(3)
+	} else if err := protocol.ValidateUser(user); err != nil {
+		s.m.Rejected.WithLabelValues("bad_user").Inc()
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
+	if err != nil {
+		// Accept has already answered (403 for a foreign origin, 426 for a non-upgrade).
+		label := "handshake"
+		if strings.Contains(err.Error(), "origin") {
+			label = "origin"
+		}
+		s.m.Rejected.WithLabelValues(label).Inc()
+		s.log.Debug("upgrade refused", "err", err, "origin", r.Header.Get("Origin"))
+		return
+	}
+	ws.SetReadLimit(s.opts.ReadLimit)
+
+	// The connection outlives the request: its context derives from the server's (see
+	// websocket.Accept's doc), never r.Context().
+	ctx, cancel := context.WithCancel(s.ctx)
+	c := &conn{
+		s: s, ws: ws, ctx: ctx, cancel: cancel,
+		id:         newConnID(),
+		user:       user,
+		start:      time.Now(),
+		remoteAddr: r.RemoteAddr,
+	}
+	c.log = s.log.With("conn", c.id, "user", user)
+	s.serve(c)
+}
+
+// serve registers c everywhere, reads until the connection ends, then unregisters it.
+func (s *Server) serve(c *conn) {
+	c.send(protocol.EncodeWelcome(c.id, c.user, s.opts.ID, s.opts.MaxN), protocol.TypeWelcome)
+	if !s.track(c) { // a drain started during the handshake
+		c.kick(reasonDrained, websocket.StatusGoingAway, protocol.RetryReason(s.retryDelay()))
+	}
+	removeFromHub := s.hub.Add(c)
+	s.store.Join(protocol.User{ConnID: c.id, User: c.user, Gateway: s.opts.ID, ConnectedAt: c.start.UTC().Truncate(time.Millisecond)})
+	s.m.Connects.Inc()
+	s.m.ConnectionsOpen.Inc()
+	c.schedulePing()
+	c.log.Info("connect", "remote", c.remoteAddr)
+
+	err := s.readLoop(c)
+
+	c.ping.Stop()
+	removeFromHub()
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	why := s.closeReason(c, err)
+	leave := protocol.ReasonClosed
+	if why == reasonDrained {
+		leave = protocol.ReasonDrained
+	}
+	s.store.Leave(c.id, leave)
+	s.untrack(c)
+	c.cancel()
+	_ = c.ws.CloseNow()
+	s.m.ConnectionsOpen.Dec()
+	s.m.Disconnects.WithLabelValues(why).Inc()
+	attrs := []any{"reason", why, "duration", time.Since(c.start).Round(time.Millisecond)}
+	if why == reasonError && err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	c.log.Info("disconnect", attrs...)
+}
+
+// closeReason decides why c ended: the reason recorded by whoever closed it, else what the
+// read error says.
+func (s *Server) closeReason(c *conn, err error) string {
+	if r := c.reason.Load(); r != nil {
+		return *r
+	}
+	why := reasonError
+	switch status := websocket.CloseStatus(err); {
+	case status == websocket.StatusMessageTooBig:
+		why = reasonTooBig
+	case status != -1, errors.Is(err, io.EOF), errors.Is(err, context.Canceled):
+		why = reasonClosed
+	case err != nil && strings.Contains(err.Error(), "read limited"):
+		why = reasonTooBig
+	}
+	c.setReason(why)
+	return *c.reason.Load()
+}
+
+// readLoop is the one reader: every frame is parsed and answered or handed to the pool.
+func (s *Server) readLoop(c *conn) error {
+	for {
+		typ, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			return err
+		}
+		s.handleFrame(c, typ, data)
+	}
+}
+
+func (s *Server) handleFrame(c *conn, typ websocket.MessageType, data []byte) {
+	req, perr := protocol.ParseRequest(data, typ == websocket.MessageBinary, s.opts.MaxN)
+	id := req.ID
+	if perr != nil {
+		id = perr.ID
+	}
+	if !s.allow(c, id) {
+		return
+	}
+	if perr != nil {
+		s.m.FramesIn.WithLabelValues("invalid").Inc()
+		s.m.FibResults.WithLabelValues(perr.Code).Inc()
+		c.send(protocol.EncodeError(perr.ID, perr.Code, perr.Message), protocol.TypeError)
+		return
+	}
+	s.m.FramesIn.WithLabelValues(protocol.TypeFib).Inc()
+	if v, ok := fib.Small(req.N); ok { // table lookup: cheaper than a trip through the pool
+		s.m.FibResults.WithLabelValues("ok").Inc()
+		c.send(protocol.EncodeFib(req.ID, req.N, formatUint(v)), protocol.TypeFib)
+		return
+	}
+	if !s.pool.submit(job{c: c, req: req}) {
+		s.m.FibResults.WithLabelValues(protocol.CodeBusy).Inc()
+		c.send(protocol.EncodeError(req.ID, protocol.CodeBusy, "the gateway's Fibonacci workers are saturated; retry later"), protocol.TypeError)
+	}
+}
+
+// allow applies the per-connection rate limit to every frame. A client still over the limit
+// RateLimitGrace after its first rate_limited is closed with 1008.
+func (s *Server) allow(c *conn, id string) bool {
+	if c.limiter == nil {
+		c.limiter = s.newLimiter()
+	}
+	now := time.Now()
+	if c.limiter.AllowN(now, 1) {
+		c.limitedSince = time.Time{}
+		return true
+	}
+	s.m.FibResults.WithLabelValues(protocol.CodeRateLimited).Inc()
+	if c.limitedSince.IsZero() {
+		c.limitedSince = now
+	} else if now.Sub(c.limitedSince) >= s.opts.RateLimitGrace {
+		c.kick(reasonRateLimit, websocket.StatusPolicyViolation, "rate limit exceeded for 10s")
+		return false
+	}
+	msg := fmt.Sprintf("over %g requests/s (burst %d); slow down", s.opts.Rate, s.opts.Burst)
+	c.send(protocol.EncodeError(id, protocol.CodeRateLimited, msg), protocol.TypeError)
+	return false
+}

@@ -1,0 +1,144 @@
+// Package hub fans tick frames out to the connections of one gateway process.
+//
+// One broker subscription per process feeds Broadcast; Broadcast hands the same immutable
+// []byte to every registered Sink. The set is split into shards, each with its own lock, and a
+// tick is delivered to the shards in parallel on up to GOMAXPROCS goroutines, so a 10k-socket
+// burst uses every core and Add/Remove contend on one shard only.
+//
+// Entry points: New, Hub.Add, Hub.Broadcast.
+package hub
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wsgw/wsgw/pkg/metrics"
+	"github.com/wsgw/wsgw/pkg/protocol"
+)
+
+// Sink receives frames. Send must not block: it queues the frame (or drops the sink as a
+// slow consumer) and returns. The frame is shared and must not be modified.
+type Sink interface {
+	Send(frame []byte)
+}
+
+// Hub is a sharded set of sinks. Safe for concurrent use.
+type Hub struct {
+	shards  []shard
+	next    atomic.Uint64 // round-robin shard choice for Add
+	lastSeq atomic.Int64  // newest seq forwarded; older or equal ones are dropped
+	workers int
+	m       *metrics.Metrics
+}
+
+type shard struct {
+	mu    sync.Mutex
+	sinks []Sink       // dense, for fast iteration
+	index map[Sink]int // position in sinks, for O(1) removal
+	_     [40]byte     // keep neighbouring shards' locks off one cache line
+}
+
+// New returns an empty hub. m may be nil.
+func New(m *metrics.Metrics) *Hub {
+	n := runtime.GOMAXPROCS(0) * 4
+	h := &Hub{shards: make([]shard, n), workers: runtime.GOMAXPROCS(0), m: m}
+	for i := range h.shards {
+		h.shards[i].index = make(map[Sink]int)
+	}
+	return h
+}
+
+// Add registers s and returns the function that removes it (idempotent).
+func (h *Hub) Add(s Sink) (remove func()) {
+	sh := &h.shards[h.next.Add(1)%uint64(len(h.shards))]
+	sh.mu.Lock()
+	sh.index[s] = len(sh.sinks)
+	sh.sinks = append(sh.sinks, s)
+	sh.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { sh.remove(s) }) }
+}
+
+func (sh *shard) remove(s Sink) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, ok := sh.index[s]
+	if !ok {
+		return
+	}
+	last := len(sh.sinks) - 1
+	sh.sinks[i] = sh.sinks[last]
+	sh.index[sh.sinks[i]] = i
+	sh.sinks[last] = nil
+	sh.sinks = sh.sinks[:last]
+	delete(sh.index, s)
+}
+
+// Len returns the number of registered sinks.
+func (h *Hub) Len() int {
+	n := 0
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		n += len(sh.sinks)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Broadcast delivers a time frame to every sink unless its seq is not newer than the last one
+// broadcast (a duplicate from a second ticker, or a stale frame after a failover). It returns
+// whether the frame was delivered. Frames that are not time frames are dropped.
+func (h *Hub) Broadcast(frame []byte) bool {
+	seq, err := protocol.TickSeqOf(frame)
+	if err != nil {
+		return false
+	}
+	for {
+		last := h.lastSeq.Load()
+		if seq <= last {
+			if h.m != nil {
+				h.m.TicksDuplicate.Inc()
+			}
+			return false
+		}
+		if h.lastSeq.CompareAndSwap(last, seq) {
+			break
+		}
+	}
+	start := time.Now()
+	h.Each(func(s Sink) { s.Send(frame) })
+	if h.m != nil {
+		h.m.TicksForwarded.Inc()
+		h.m.TickFanout.Observe(time.Since(start).Seconds())
+	}
+	return true
+}
+
+// Each calls fn for every sink, shards in parallel. fn must not block and must not call Add
+// or the remove function of the sink it is given (it runs under the shard's lock).
+func (h *Hub) Each(fn func(Sink)) {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	work := func() {
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= len(h.shards) {
+				return
+			}
+			sh := &h.shards[i]
+			sh.mu.Lock()
+			for _, s := range sh.sinks {
+				fn(s)
+			}
+			sh.mu.Unlock()
+		}
+	}
+	for range h.workers - 1 {
+		wg.Go(work)
+	}
+	work()
+	wg.Wait()
+}
