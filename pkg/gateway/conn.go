@@ -103,10 +103,12 @@ func (c *conn) writeLoop() {
 		err := c.ws.Write(ctx, websocket.MessageText, frame)
 		cancel()
 		if err != nil {
-			if c.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			switch {
+			case c.ctx.Err() != nil: // the connection is already ending; its reason is set
+			case errors.Is(err, context.DeadlineExceeded):
 				c.s.m.SlowConsumers.Inc()
 				c.kick(reasonSlowConsumer, websocket.StatusPolicyViolation, "slow consumer: write timed out")
-			} else {
+			default:
 				c.kick(reasonError, websocket.StatusInternalError, "")
 			}
 			c.mu.Lock()

@@ -62,11 +62,14 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 // serve registers c everywhere, reads until the connection ends, then unregisters it.
 func (s *Server) serve(c *conn) {
 	c.send(protocol.EncodeWelcome(c.id, c.user, s.opts.ID, s.opts.MaxN), protocol.TypeWelcome)
-	if !s.track(c) { // a drain started during the handshake
+	removeFromHub := func() {}
+	joined := s.track(c)
+	if joined {
+		removeFromHub = s.hub.Add(c)
+		s.store.Join(protocol.User{ConnID: c.id, User: c.user, Gateway: s.opts.ID, ConnectedAt: c.start.UTC().Truncate(time.Millisecond)})
+	} else { // a drain started during the handshake: never announce it
 		c.kick(reasonDrained, websocket.StatusGoingAway, protocol.RetryReason(s.retryDelay()))
 	}
-	removeFromHub := s.hub.Add(c)
-	s.store.Join(protocol.User{ConnID: c.id, User: c.user, Gateway: s.opts.ID, ConnectedAt: c.start.UTC().Truncate(time.Millisecond)})
 	s.m.Connects.Inc()
 	s.m.ConnectionsOpen.Inc()
 	c.schedulePing()
@@ -84,8 +87,9 @@ func (s *Server) serve(c *conn) {
 	if why == reasonDrained {
 		leave = protocol.ReasonDrained
 	}
-	s.store.Leave(c.id, leave)
-	s.untrack(c)
+	if joined {
+		s.store.Leave(c.id, leave)
+	}
 	c.cancel()
 	_ = c.ws.CloseNow()
 	s.m.ConnectionsOpen.Dec()
@@ -95,6 +99,7 @@ func (s *Server) serve(c *conn) {
 		attrs = append(attrs, "err", err)
 	}
 	c.log.Info("disconnect", attrs...)
+	s.untrack(c) // last: Drain waits for this, and everything above must be done by then
 }
 
 // closeReason decides why c ended: the reason recorded by whoever closed it, else what the
