@@ -138,6 +138,16 @@ func (s *Server) Connections() int {
 	return len(s.conns)
 }
 
+func (s *Server) snapshot() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
 func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -159,12 +169,7 @@ func (s *Server) untrack(c *conn) {
 // accepting; /readyz answers 503 from the first instant of the drain.
 func (s *Server) Drain(ctx context.Context) {
 	s.draining.Store(true)
-	s.mu.Lock()
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
+	conns := s.snapshot()
 	s.log.Info("draining", "connections", len(conns))
 
 	sem := make(chan struct{}, s.opts.DrainParallel)

@@ -100,21 +100,42 @@ func parseN(raw json.RawMessage, id string, maxN int) (Request, *Error) {
 	return Request{ID: id, N: int(f)}, nil
 }
 
-// isJSONNumber reports whether s is exactly one JSON number token (so "0x10", "+1", " 1" and
-// "1 2" are rejected, as encoding/json would).
+// isJSONNumber reports whether s is exactly one JSON number token (RFC 8259 grammar:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?), so "0x10", "+1", "01" and "1 2" are rejected.
 func isJSONNumber(s string) bool {
-	var n json.Number
-	d := json.NewDecoder(strings.NewReader(s))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
+	i := 0
+	digits := func() bool {
+		start := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i > start
+	}
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case !digits():
 		return false
 	}
-	n, ok := v.(json.Number)
-	if !ok || d.More() {
-		return false
+	if i < len(s) && s[i] == '.' {
+		i++
+		if !digits() {
+			return false
+		}
 	}
-	return string(n) == s
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if !digits() {
+			return false
+		}
+	}
+	return i == len(s)
 }
 
 func newError(id, code, msg string) *Error {

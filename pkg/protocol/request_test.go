@@ -169,3 +169,16 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestIsJSONNumber(t *testing.T) {
+	for _, ok := range []string{"0", "-0", "10", "10.5", "1e400", "1E+2", "-1.5e-3"} {
+		if !isJSONNumber(ok) {
+			t.Errorf("isJSONNumber(%q) = false", ok)
+		}
+	}
+	for _, bad := range []string{"", "-", "01", "+1", "1.", ".5", "1e", "0x10", "1 2", "NaN", "1e+", "--1"} {
+		if isJSONNumber(bad) {
+			t.Errorf("isJSONNumber(%q) = true", bad)
+		}
+	}
+}
