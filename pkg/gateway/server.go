@@ -106,8 +106,7 @@ type Server struct {
 
 	draining atomic.Bool
 	mu       sync.Mutex
-	conns    map[*conn]struct{}
-	connWG   sync.WaitGroup
+	conns    map[*conn]struct{} // every connection between track and untrack
 }
 
 // NewServer builds a server from every dependency it needs.
@@ -152,7 +151,6 @@ func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.conns[c] = struct{}{}
-	s.connWG.Add(1)
 	return !s.draining.Load()
 }
 
@@ -160,7 +158,6 @@ func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	s.connWG.Done()
 }
 
 // Drain closes every connection with 1001 and a jittered {"retry_ms":N}, at most
@@ -195,14 +192,17 @@ func (s *Server) Drain(ctx context.Context) {
 	}
 	wg.Wait()
 
-	done := make(chan struct{})
-	go func() { s.connWG.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.log.Warn("drain timed out; dropping connections", "left", s.Connections())
+	// Wait for every reader to finish its cleanup. Polling, not a WaitGroup: a handshake that
+	// completes during the drain tracks its connection after this wait has begun.
+	for s.Connections() > 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := s.Connections(); n > 0 {
+		s.log.Warn("drain timed out; dropping connections", "left", n)
 		s.cancel() // every connection context: readers return
-		<-done
+		for s.Connections() > 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	s.cancel()
 	s.pool.wait()

@@ -16,8 +16,10 @@ import (
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
-// handleWS upgrades /ws and runs the connection's read loop on the handler goroutine, which
-// is the connection's one reader.
+// handleWS upgrades /ws and starts the connection's one reader on a goroutine of its own,
+// then returns. Returning lets net/http's connection goroutine end (a hijacked connection is
+// no longer its business), freeing its deep stack and the *http.Request: an idle socket then
+// costs a shallow reader stack, not the server's whole call chain.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		s.m.Rejected.WithLabelValues("draining").Inc()
@@ -56,7 +58,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		remoteAddr: r.RemoteAddr,
 	}
 	c.log = s.log.With("conn", c.id, "user", user)
-	s.serve(c)
+	go s.serve(c)
 }
 
 // serve registers c everywhere, reads until the connection ends, then unregisters it.
