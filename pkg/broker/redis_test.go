@@ -1,0 +1,384 @@
+package broker
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/pkg/metrics"
+	"github.com/wsgw/wsgw/pkg/redistest"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newTestRedis(t *testing.T, c redis.UniversalClient, prefix string, m *metrics.Metrics) *Redis {
+	t.Helper()
+	b := NewRedis(c, RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m})
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func TestRedisContract(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	runContract(t, func(t *testing.T) Broker {
+		return newTestRedis(t, srv.Client(), redistest.Prefix(t), nil)
+	})
+}
+
+// ticker publishes a frame every 20 ms with a growing seq until the test ends, ignoring errors
+// (Redis may be down on purpose).
+func ticker(t *testing.T, b *Redis, from int64) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		seq := from
+		for ctx.Err() == nil {
+			if b.Publish(ctx, frame(seq)) == nil {
+				seq++
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+}
+
+// waitMore waits until r has received n more frames than it had.
+func waitMore(t *testing.T, r *recorder, n int, within time.Duration) {
+	t.Helper()
+	start := len(r.get())
+	deadline := time.Now().Add(within)
+	for len(r.get()) < start+n {
+		if time.Now().After(deadline) {
+			t.Fatalf("no delivery: %d frames after %v", len(r.get())-start, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func waitTrue(t *testing.T, within time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRedisPublishSetsCanary(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	b := newTestRedis(t, srv.Client(), prefix, nil)
+	ctx := context.Background()
+	if err := b.Publish(ctx, frame(42)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := srv.Client().Get(ctx, prefix+"ticker:last").Result(); v != "42" {
+		t.Fatalf("ticker:last = %q", v)
+	}
+	if ttl := srv.Client().PTTL(ctx, prefix+"ticker:last").Val(); ttl <= 9*time.Second || ttl > 10*time.Second {
+		t.Fatalf("ttl = %v, want 10s", ttl)
+	}
+	if err := b.Publish(ctx, []byte(`{"type":"fib"}`)); err == nil {
+		t.Fatal("publishing a non-time frame succeeded")
+	}
+}
+
+// TestRedisResubscribeAfterClientKill kills the subscriber connection at the server: go-redis
+// reconnects, and the broker counts it and calls its hooks.
+func TestRedisResubscribeAfterClientKill(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	m := metrics.New()
+	b := newTestRedis(t, srv.Client(), redistest.Prefix(t), m)
+	var hooks atomic.Int32
+	b.OnResubscribe(func() { hooks.Add(1) })
+	var r recorder
+	if err := b.Subscribe(context.Background(), r.fn); err != nil {
+		t.Fatal(err)
+	}
+	ticker(t, b, 1000)
+	waitMore(t, &r, 3, 2*time.Second)
+
+	if n, err := srv.Client().ClientKillByFilter(context.Background(), "TYPE", "pubsub").Result(); err != nil || n != 1 {
+		t.Fatalf("CLIENT KILL TYPE pubsub: %d, %v", n, err)
+	}
+	waitTrue(t, 5*time.Second, "resubscription hook", func() bool { return hooks.Load() == 1 })
+	waitMore(t, &r, 3, 2*time.Second)
+	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {
+		t.Fatalf("PubSubReconnects = %v", got)
+	}
+	if err := b.Ready(context.Background()); err != nil {
+		t.Fatalf("ready after reconnect: %v", err)
+	}
+}
+
+// TestRedisRestart restarts Redis empty: delivery resumes and the hooks run.
+func TestRedisRestart(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	m := metrics.New()
+	b := newTestRedis(t, srv.Client(), redistest.Prefix(t), m)
+	var hooks atomic.Int32
+	b.OnResubscribe(func() { hooks.Add(1) })
+	var r recorder
+	if err := b.Subscribe(context.Background(), r.fn); err != nil {
+		t.Fatal(err)
+	}
+	ticker(t, b, 1000)
+	waitMore(t, &r, 3, 2*time.Second)
+	srv.Kill()
+	if err := b.Ready(context.Background()); err == nil {
+		t.Fatal("ready while Redis is down")
+	}
+	srv.Restart()
+	waitTrue(t, 10*time.Second, "resubscription hook", func() bool { return hooks.Load() >= 1 })
+	waitMore(t, &r, 3, 5*time.Second)
+	if got := testutil.ToFloat64(m.PubSubReconnects); got < 1 {
+		t.Fatalf("PubSubReconnects = %v", got)
+	}
+	waitTrue(t, 5*time.Second, "ready", func() bool { return b.Ready(context.Background()) == nil })
+}
+
+// TestRedisCanary checks Ready against ticker:last: not fooled by a value older than the
+// subscription, not bothered by a missing one, and repairing a subscription that stopped
+// hearing what was published.
+func TestRedisCanary(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	prefix := redistest.Prefix(t)
+	last := prefix + "ticker:last"
+	ctx := context.Background()
+	m := metrics.New()
+	b := newTestRedis(t, c, prefix, m)
+	var hooks atomic.Int32
+	b.OnResubscribe(func() { hooks.Add(1) })
+
+	if err := b.Ready(ctx); err != nil { // not subscribed, no ticker
+		t.Fatalf("ready before subscribe: %v", err)
+	}
+	// A ticker has been running for a while before this gateway subscribed.
+	c.Set(ctx, last, 5000, time.Minute)
+	var r recorder
+	if err := b.Subscribe(ctx, r.fn); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ready(ctx); err != nil {
+		t.Fatalf("ready right after subscribing: %v", err)
+	}
+	c.Set(ctx, last, 5002, time.Minute) // two ticks not (yet) seen: tolerated
+	if err := b.Ready(ctx); err != nil {
+		t.Fatalf("ready 2 ahead: %v", err)
+	}
+	// Another process moves ticker:last without publishing: to this gateway that is exactly
+	// what a deaf subscription looks like.
+	c.Set(ctx, last, 5010, time.Minute)
+	err := b.Ready(ctx)
+	if err == nil || !strings.Contains(err.Error(), "wedged") {
+		t.Fatalf("ready with ticker:last far ahead: %v", err)
+	}
+	if err := b.Ready(ctx); err != nil {
+		t.Fatalf("ready after resubscribing: %v", err)
+	}
+	waitTrue(t, 2*time.Second, "hook", func() bool { return hooks.Load() == 1 })
+	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {
+		t.Fatalf("PubSubReconnects = %v", got)
+	}
+	if n := c.PubSubNumSub(ctx, prefix+"time").Val()[prefix+"time"]; n != 1 {
+		t.Fatalf("%d subscriptions on the channel after resubscribing, want 1", n)
+	}
+	if err := b.Publish(ctx, frame(5011)); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.waitLen(t, 1); got[0] != 5011 {
+		t.Fatalf("got %v", got)
+	}
+	// Deliveries keep the canary happy as ticker:last moves on.
+	for seq := int64(5012); seq < 5020; seq++ {
+		if err := b.Publish(ctx, frame(seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.waitLen(t, 9)
+	if err := b.Ready(ctx); err != nil {
+		t.Fatalf("ready while delivering: %v", err)
+	}
+	// The ticker stops: ticker:last expires. Not an error.
+	c.Del(ctx, last)
+	if err := b.Ready(ctx); err != nil {
+		t.Fatalf("ready without ticker: %v", err)
+	}
+}
+
+// deafProxy forwards TCP to Redis and can make the subscriber connections deaf: from then on
+// what the server sends them is dropped, while commands still go through. go-redis sees
+// nothing wrong (its pings are written fine, it just never hears back), which is the wedged
+// subscription the canary exists for. Connections opened later work normally.
+type deafProxy struct {
+	l     net.Listener
+	mu    sync.Mutex
+	conns []*proxied
+}
+
+type proxied struct {
+	pubsub atomic.Bool // the client sent a SUBSCRIBE
+	deaf   atomic.Bool
+}
+
+func newDeafProxy(t *testing.T, target string) *deafProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &deafProxy{l: l}
+	var wg sync.WaitGroup
+	var open []net.Conn
+	var openMu sync.Mutex
+	track := func(c net.Conn) {
+		openMu.Lock()
+		open = append(open, c)
+		openMu.Unlock()
+	}
+	t.Cleanup(func() {
+		l.Close()
+		openMu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		openMu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			client, err := l.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			track(client)
+			track(server)
+			pc := &proxied{}
+			p.mu.Lock()
+			p.conns = append(p.conns, pc)
+			p.mu.Unlock()
+			wg.Go(func() { // client → server
+				defer server.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := client.Read(buf)
+					if n > 0 {
+						if strings.Contains(strings.ToLower(string(buf[:n])), "subscribe") {
+							pc.pubsub.Store(true)
+						}
+						if _, err := server.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			})
+			wg.Go(func() { // server → client
+				defer client.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := server.Read(buf)
+					if n > 0 && !pc.deaf.Load() {
+						if _, err := client.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	return p
+}
+
+func (p *deafProxy) addr() string { return p.l.Addr().String() }
+
+// deafen makes every current subscriber connection deaf and returns how many there were.
+func (p *deafProxy) deafen() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, c := range p.conns {
+		if c.pubsub.Load() {
+			c.deaf.Store(true)
+			n++
+		}
+	}
+	return n
+}
+
+// TestRedisWedgedSubscription: the subscriber connection goes deaf (no error, no reconnect by
+// go-redis); Ready notices with the canary, resubscribes, and delivery resumes.
+func TestRedisWedgedSubscription(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	proxy := newDeafProxy(t, srv.Addr())
+	c := redis.NewClient(&redis.Options{Addr: proxy.addr()})
+	t.Cleanup(func() { c.Close() })
+	prefix := redistest.Prefix(t)
+	m := metrics.New()
+	b := newTestRedis(t, c, prefix, m)
+	var hooks atomic.Int32
+	b.OnResubscribe(func() { hooks.Add(1) })
+	var r recorder
+	if err := b.Subscribe(context.Background(), r.fn); err != nil {
+		t.Fatal(err)
+	}
+	pub := newTestRedis(t, srv.Client(), prefix, nil) // the ticker, connected directly
+	ticker(t, pub, 1000)
+	waitMore(t, &r, 3, 2*time.Second)
+	if err := b.Ready(context.Background()); err != nil {
+		t.Fatalf("ready while delivering: %v", err)
+	}
+
+	if n := proxy.deafen(); n != 1 {
+		t.Fatalf("%d subscriber connections", n)
+	}
+	time.Sleep(50 * time.Millisecond)
+	stalled := len(r.get())
+	var readyErr error
+	waitTrue(t, 3*time.Second, "Ready to report the wedge", func() bool {
+		readyErr = b.Ready(context.Background())
+		return readyErr != nil
+	})
+	if !strings.Contains(readyErr.Error(), "wedged") {
+		t.Fatalf("ready: %v", readyErr)
+	}
+	if got := len(r.get()); got > stalled+1 {
+		t.Fatalf("frames kept arriving on the deaf connection: %d → %d", stalled, got)
+	}
+	waitMore(t, &r, 5, 2*time.Second) // on the new subscription
+	if err := b.Ready(context.Background()); err != nil {
+		t.Fatalf("ready after the repair: %v", err)
+	}
+	waitTrue(t, time.Second, "hook", func() bool { return hooks.Load() == 1 })
+	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {
+		t.Fatalf("PubSubReconnects = %v", got)
+	}
+}

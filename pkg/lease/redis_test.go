@@ -1,0 +1,174 @@
+package lease
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/pkg/redistest"
+)
+
+func hold(t *testing.T, l *Redis) bool {
+	t.Helper()
+	ok, err := l.Hold(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+func TestRedisLease(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	key := redistest.Prefix(t) + "ticker:leader"
+	const ttl = 300 * time.Millisecond
+	a := NewRedis(c, key, "ticker-a", ttl)
+	b := NewRedis(c, key, "ticker-b", ttl)
+
+	if !hold(t, a) || hold(t, b) {
+		t.Fatal("want a holding, b not")
+	}
+	// a renews: it keeps the lease well past the TTL, and b never gets it.
+	for range 6 {
+		time.Sleep(ttl / 3)
+		if !hold(t, a) || hold(t, b) {
+			t.Fatal("a lost the lease while renewing")
+		}
+	}
+	if v := c.Get(ctx, key).Val(); v != "ticker-a" {
+		t.Fatalf("key holds %q", v)
+	}
+	// a stops renewing (crashed): b takes over after the TTL, not before.
+	if hold(t, b) {
+		t.Fatal("b took the lease early")
+	}
+	start := time.Now()
+	for !hold(t, b) {
+		if time.Since(start) > 2*ttl {
+			t.Fatal("b did not take over after the TTL")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// a comes back: it learns it lost and must not renew b's key.
+	if hold(t, a) {
+		t.Fatal("a still thinks it holds")
+	}
+	if v := c.Get(ctx, key).Val(); v != "ticker-b" {
+		t.Fatalf("key holds %q", v)
+	}
+	// a's Release must not delete b's lease.
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !hold(t, b) {
+		t.Fatal("a's release removed b's lease")
+	}
+	// b releases: a takes over at once.
+	if err := b.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !hold(t, a) {
+		t.Fatal("a did not take over after b's release")
+	}
+}
+
+// TestRedisLeaseOverwritten: a holder whose key was overwritten by someone else learns at its
+// next Hold that it lost, and does not extend the other's key.
+func TestRedisLeaseOverwritten(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	key := redistest.Prefix(t) + "ticker:leader"
+	a := NewRedis(c, key, "ticker-a", time.Second)
+	if !hold(t, a) {
+		t.Fatal("a did not acquire")
+	}
+	c.Set(ctx, key, "intruder", 500*time.Millisecond)
+	if hold(t, a) {
+		t.Fatal("a still holds after its key was overwritten")
+	}
+	if ttl := c.PTTL(ctx, key).Val(); ttl > 500*time.Millisecond {
+		t.Fatalf("a extended the intruder's key: ttl %v", ttl)
+	}
+}
+
+// TestRedisLeaseDown: without Redis, Hold says false with an error (stop publishing).
+func TestRedisLeaseDown(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	l := NewRedis(c, redistest.Prefix(t)+"ticker:leader", "ticker-a", time.Second)
+	if !hold(t, l) {
+		t.Fatal("did not acquire")
+	}
+	srv.Kill()
+	ok, err := l.Hold(context.Background())
+	if ok || err == nil {
+		t.Fatalf("Hold without Redis: %v, %v", ok, err)
+	}
+	srv.Restart() // empty: the lease is acquired again
+	if !hold(t, l) {
+		t.Fatal("did not reacquire after the restart")
+	}
+}
+
+// TestRedisLeaseTTL checks the TTL arithmetic with miniredis's clock.
+func TestRedisLeaseTTL(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { c.Close() })
+	a := NewRedis(c, "ws:ticker:leader", "a", 5*time.Second)
+	b := NewRedis(c, "ws:ticker:leader", "b", 5*time.Second)
+	if !hold(t, a) {
+		t.Fatal("a did not acquire")
+	}
+	if ttl := mr.TTL("ws:ticker:leader"); ttl != 5*time.Second {
+		t.Fatalf("ttl %v", ttl)
+	}
+	mr.FastForward(4 * time.Second)
+	if !hold(t, a) {
+		t.Fatal("a lost on renewal")
+	}
+	if ttl := mr.TTL("ws:ticker:leader"); ttl != 5*time.Second {
+		t.Fatalf("ttl after renewal %v", ttl)
+	}
+	mr.FastForward(4999 * time.Millisecond)
+	if hold(t, b) {
+		t.Fatal("b acquired before expiry")
+	}
+	mr.FastForward(time.Millisecond)
+	if !hold(t, b) {
+		t.Fatal("b did not acquire after expiry")
+	}
+	if hold(t, a) {
+		t.Fatal("a still holds")
+	}
+}
+
+// TestRedisLeaseRenewAfterError: a holder that missed a renewal (Redis unreachable for a
+// moment) renews its still-valid key at the next Hold instead of waiting for it to expire.
+func TestRedisLeaseRenewAfterError(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	a := NewRedis(c, "ws:ticker:leader", "a", 5*time.Second)
+	if !hold(t, a) {
+		t.Fatal("a did not acquire")
+	}
+	mr.SetError("LOADING Redis is loading the dataset in memory")
+	if ok, err := a.Hold(context.Background()); ok || err == nil {
+		t.Fatalf("Hold with Redis failing: %v, %v", ok, err)
+	}
+	mr.SetError("")
+	if !hold(t, a) {
+		t.Fatal("a did not renew its own key after the error")
+	}
+}

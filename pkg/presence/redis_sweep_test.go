@@ -1,0 +1,195 @@
+package presence
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/pkg/metrics"
+	"github.com/wsgw/wsgw/pkg/protocol"
+	"github.com/wsgw/wsgw/pkg/redistest"
+)
+
+// checkLost checks that events hold exactly one gateway_lost leave for each of want.
+func checkLost(t *testing.T, evs []protocol.PresenceEvent, gw string, want int) {
+	t.Helper()
+	seen := make(map[string]int)
+	for _, e := range evs {
+		if e.Type == "leave" && e.Reason == protocol.ReasonGatewayLost {
+			if e.Gateway != gw || e.User == "" {
+				t.Fatalf("bad leave %+v", e)
+			}
+			seen[e.ConnID]++
+		}
+	}
+	if len(seen) != want {
+		t.Fatalf("%d connections got a gateway_lost leave, want %d", len(seen), want)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s got %d leaves", id, n)
+		}
+	}
+}
+
+// TestRedisSweepDeadGateway: a gateway dies (its goroutines stop, nothing is cleaned up);
+// within 2 × TTL the three live gateways, all sweeping, have removed its fields with exactly
+// one gateway_lost leave per connection.
+func TestRedisSweepDeadGateway(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	prefix := redistest.Prefix(t)
+	const ttl = time.Second
+	ev := subscribeEvents(t, c, prefix)
+	var ms []*metrics.Metrics
+	for _, gw := range []string{"gw-a", "gw-b", "gw-c"} {
+		m := metrics.New()
+		ms = append(ms, m)
+		s := newTestStore(t, c, prefix, gw, ttl, m)
+		s.Join(user(gw, 0))
+	}
+	dead := newTestStore(t, c, prefix, "gw-dead", ttl, nil)
+	const n = 50
+	for i := range n {
+		dead.Join(user("gw-dead", i))
+	}
+	waitTrue(t, 2*time.Second, "joins", func() bool { return c.HLen(ctx, prefix+"presence").Val() == n+3 })
+	dead.kill()
+	died := time.Now()
+	waitTrue(t, 3*ttl, "sweep", func() bool { return c.HLen(ctx, prefix+"presence").Val() == 3 })
+	took := time.Since(died)
+	t.Logf("swept %v after death (TTL %v)", took, ttl)
+	if took > 2*ttl {
+		t.Fatalf("swept after %v, want within 2 × TTL", took)
+	}
+	checkLost(t, ev.wait(t, 3+n+n, time.Second), "gw-dead", n)
+	swept := 0.0
+	for _, m := range ms {
+		swept += testutil.ToFloat64(m.SweptConnections)
+	}
+	if swept != n {
+		t.Fatalf("SweptConnections = %v", swept)
+	}
+	if c.Exists(ctx, prefix+"gateway:gw-dead:conns").Val() != 0 || c.SIsMember(ctx, prefix+"gateways", "gw-dead").Val() {
+		t.Fatal("dead gateway's index or membership left")
+	}
+	if got := c.SCard(ctx, prefix+"gateways").Val(); got != 3 {
+		t.Fatalf("%d gateways in the set", got)
+	}
+}
+
+// deadGateway writes the keys of a gateway that died with n connections, by hand.
+func deadGateway(t *testing.T, c redis.UniversalClient, prefix, gw string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range n {
+			u := user(gw, i)
+			p.HSet(ctx, prefix+"presence", u.ConnID, presenceJSON(u))
+			p.SAdd(ctx, indexKey(prefix, gw), u.ConnID)
+		}
+		p.SAdd(ctx, prefix+"gateways", gw)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRedisSweepConcurrent runs three sweepers at the same dead gateway at once, several
+// times over: each connection is removed with exactly one leave.
+func TestRedisSweepConcurrent(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	prefix := redistest.Prefix(t)
+	const n = 5000 // five script calls' worth
+	deadGateway(t, c, prefix, "gw-dead", n)
+	ev := subscribeEvents(t, c, prefix)
+	var stores []*Redis
+	for i := range 3 {
+		stores = append(stores, newTestStore(t, c, prefix, fmt.Sprintf("gw-%d", i), time.Minute, nil))
+	}
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		for range 3 {
+			wg.Go(func() {
+				if err := s.sweep(ctx); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if got := c.HLen(ctx, prefix+"presence").Val(); got != 0 {
+		t.Fatalf("%d fields left", got)
+	}
+	checkLost(t, ev.wait(t, n, 2*time.Second), "gw-dead", n)
+}
+
+// TestSweepLeavesLiveAndForeignFields: the script only removes fields that name the dead
+// gateway, and does nothing while the heartbeat exists.
+func TestSweepLeavesLiveAndForeignFields(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	prefix := "ws:"
+	deadGateway(t, c, prefix, "gw-dead", 3)
+	// A field listed in the dead gateway's index but owned by another gateway stays.
+	other := user("gw-live", 1)
+	c.HSet(ctx, prefix+"presence", other.ConnID, presenceJSON(other))
+	c.SAdd(ctx, indexKey(prefix, "gw-dead"), other.ConnID)
+
+	s := NewRedis(c, RedisOptions{GatewayID: "gw-live", TTL: 15 * time.Second, Logger: quietLogger()})
+	t.Cleanup(func() { s.Close(ctx) })
+	c.Set(ctx, heartbeatKey(prefix, "gw-dead"), "{}", 15*time.Second)
+	if err := s.sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.HLen(ctx, prefix+"presence").Val(); got != 4 {
+		t.Fatalf("swept a gateway with a heartbeat: %d fields", got)
+	}
+	mr.FastForward(15 * time.Second) // the heartbeat expires
+	if err := s.sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := c.HKeys(ctx, prefix+"presence").Result()
+	if len(keys) != 1 || keys[0] != other.ConnID {
+		t.Fatalf("fields left: %v", keys)
+	}
+	if c.SIsMember(ctx, prefix+"gateways", "gw-dead").Val() {
+		t.Fatal("dead gateway still in the set")
+	}
+}
+
+// TestHeartbeatTTL checks the heartbeat's TTL and that a store notices its heartbeat expired
+// (here: Redis clock moved past the TTL) and writes everything back.
+func TestHeartbeatTTL(t *testing.T) {
+	t.Parallel()
+	mr := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	s := NewRedis(c, RedisOptions{GatewayID: "gw-1", TTL: 300 * time.Millisecond, Logger: quietLogger()})
+	t.Cleanup(func() { s.Close(ctx) })
+	s.Join(user("gw-1", 1))
+	waitTrue(t, time.Second, "join", func() bool { return c.HLen(ctx, "ws:presence").Val() == 1 })
+	if ttl := mr.TTL("ws:gateway:gw-1"); ttl <= 0 || ttl > 300*time.Millisecond {
+		t.Fatalf("heartbeat TTL %v", ttl)
+	}
+	mr.FastForward(time.Second) // heartbeat gone
+	c.HDel(ctx, "ws:presence", user("gw-1", 1).ConnID)
+	waitTrue(t, time.Second, "write-back", func() bool {
+		return c.HLen(ctx, "ws:presence").Val() == 1 && mr.Exists("ws:gateway:gw-1")
+	})
+}

@@ -1,0 +1,365 @@
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/pkg/metrics"
+	"github.com/wsgw/wsgw/pkg/protocol"
+	"github.com/wsgw/wsgw/pkg/redistest"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// newTestStore starts a store closed (if not already) at the end of the test.
+func newTestStore(t *testing.T, c redis.UniversalClient, prefix, gw string, ttl time.Duration, m *metrics.Metrics) *Redis {
+	t.Helper()
+	s := NewRedis(c, RedisOptions{Prefix: prefix, GatewayID: gw, Addr: "10.0.0.1:8080", TTL: ttl,
+		Logger: quietLogger(), Metrics: m})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Close(ctx)
+	})
+	return s
+}
+
+func TestRedisContract(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	runContract(t, func(t *testing.T) (Store, string) {
+		return newTestStore(t, srv.Client(), redistest.Prefix(t), "gw-a", time.Second, nil), "gw-a"
+	})
+}
+
+// events records the presence events published on a prefix's channel.
+type events struct {
+	mu  sync.Mutex
+	all []protocol.PresenceEvent
+}
+
+func subscribeEvents(t *testing.T, c redis.UniversalClient, prefix string) *events {
+	t.Helper()
+	ps := c.Subscribe(context.Background(), prefix+"presence:events")
+	if _, err := ps.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e := &events{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m := range ps.Channel(redis.WithChannelSize(100000)) {
+			var ev protocol.PresenceEvent
+			if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
+				ev = protocol.PresenceEvent{Type: "invalid: " + m.Payload}
+			}
+			e.mu.Lock()
+			e.all = append(e.all, ev)
+			e.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { ps.Close(); <-done })
+	return e
+}
+
+func (e *events) get() []protocol.PresenceEvent {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]protocol.PresenceEvent(nil), e.all...)
+}
+
+func (e *events) wait(t *testing.T, n int, within time.Duration) []protocol.PresenceEvent {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for len(e.get()) < n {
+		if time.Now().After(deadline) {
+			count := make(map[string]int)
+			for _, ev := range e.get() {
+				count[ev.Type+" "+ev.Gateway+" "+ev.Reason]++
+			}
+			t.Fatalf("got %d events, want %d: %v", len(e.get()), n, count)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // room for extra events to show
+	return e.get()
+}
+
+func waitTrue(t *testing.T, within time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRedisEvents(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	prefix := redistest.Prefix(t)
+	ev := subscribeEvents(t, c, prefix)
+	s := newTestStore(t, c, prefix, "gw-ev", time.Second, nil)
+	u := user("gw-ev", 1)
+	s.Join(u)
+	waitTrue(t, time.Second, "join event", func() bool { return len(ev.get()) == 1 })
+	s.Leave(u.ConnID, protocol.ReasonClosed)
+	got := ev.wait(t, 2, time.Second)
+	want := []protocol.PresenceEvent{
+		{Type: "join", ConnID: u.ConnID, User: u.User, Gateway: "gw-ev"},
+		{Type: "leave", ConnID: u.ConnID, User: u.User, Gateway: "gw-ev", Reason: "closed"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events %+v, want %+v", got, want)
+	}
+	// The stored value and the heartbeat are the documented JSON.
+	hb, err := c.Get(context.Background(), prefix+"gateway:gw-ev").Result()
+	if err != nil || !strings.Contains(hb, `"addr":"10.0.0.1:8080"`) || !strings.Contains(hb, `"connections":0`) {
+		t.Fatalf("heartbeat %q, %v", hb, err)
+	}
+	if ttl := c.PTTL(context.Background(), prefix+"gateway:gw-ev").Val(); ttl <= 0 || ttl > time.Second {
+		t.Fatalf("heartbeat ttl %v", ttl)
+	}
+	if ok := c.SIsMember(context.Background(), prefix+"gateways", "gw-ev").Val(); !ok {
+		t.Fatal("not in the gateways set")
+	}
+}
+
+func TestRedisStoredValue(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	prefix := redistest.Prefix(t)
+	s := newTestStore(t, c, prefix, "gw-v", time.Second, nil)
+	u := user("gw-v", 3)
+	s.Join(u)
+	var v string
+	waitTrue(t, time.Second, "field", func() bool {
+		v = c.HGet(context.Background(), prefix+"presence", u.ConnID).Val()
+		return v != ""
+	})
+	want := `{"user":"user3","gateway":"gw-v","connected_at":"2026-11-22T07:30:00.003Z"}`
+	if v != want {
+		t.Fatalf("value %s, want %s", v, want)
+	}
+	if ids := c.SMembers(context.Background(), prefix+"gateway:gw-v:conns").Val(); len(ids) != 1 || ids[0] != u.ConnID {
+		t.Fatalf("index %v", ids)
+	}
+}
+
+// roundTrips counts what a client sends: pipelines and single commands.
+type roundTrips struct {
+	pipelines, commands, published atomic.Int64
+}
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.commands.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.pipelines.Add(1)
+		for _, c := range cmds {
+			if c.Name() == "publish" {
+				h.published.Add(1)
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestRedisBatching joins 10,000 connections at once: they must reach the hash in a handful
+// of round trips.
+func TestRedisBatching(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { c.Close() }) // after the store's Close (cleanups run last-in first-out)
+	var rt roundTrips
+	c.AddHook(&rt)
+	prefix := redistest.Prefix(t)
+	m := metrics.New()
+	s := newTestStore(t, c, prefix, "gw-batch", 5*time.Second, m)
+	const n = 10000
+	start := time.Now()
+	for i := range n {
+		s.Join(user("gw-batch", i))
+	}
+	joined := time.Since(start)
+	waitTrue(t, 5*time.Second, "10k fields", func() bool {
+		return srv.Client().HLen(context.Background(), prefix+"presence").Val() == n
+	})
+	took := time.Since(start)
+	waitTrue(t, time.Second, "writes counted", func() bool { return testutil.ToFloat64(m.PresenceWrites) == n })
+	p, cmds := rt.pipelines.Load(), rt.commands.Load()
+	t.Logf("10000 joins: Join calls took %v, in Redis after %v, %d pipelines + %d single commands", joined, took, p, cmds)
+	// The writer takes what is queued when it wakes, so a burst still being joined goes out in
+	// a few more, smaller batches than 10000/maxBatch: a handful either way, never thousands.
+	if p+cmds > 25 {
+		t.Fatalf("%d pipelines and %d commands for %d joins", p, cmds, n)
+	}
+	if got := srv.Client().SCard(context.Background(), prefix+"gateway:gw-batch:conns").Val(); got != n {
+		t.Fatalf("index has %d", got)
+	}
+}
+
+// TestRedisDownThenUp: Join never blocks while Redis is down, the changes are kept and retried,
+// and land once Redis is back.
+func TestRedisDownThenUp(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { c.Close() }) // after the store's Close (cleanups run last-in first-out)
+	prefix := redistest.Prefix(t)
+	m := metrics.New()
+	s := newTestStore(t, c, prefix, "gw-down", time.Second, m)
+	s.Join(user("gw-down", 0))
+	waitTrue(t, time.Second, "first join", func() bool { return testutil.ToFloat64(m.PresenceWrites) == 1 })
+	srv.Kill()
+	start := time.Now()
+	for i := 1; i <= 100; i++ {
+		s.Join(user("gw-down", i))
+	}
+	s.Leave(user("gw-down", 1).ConnID, protocol.ReasonClosed)
+	if d := time.Since(start); d > 50*time.Millisecond {
+		t.Fatalf("Join blocked %v while Redis was down", d)
+	}
+	waitTrue(t, 3*time.Second, "failures counted", func() bool { return testutil.ToFloat64(m.PresenceFailures) >= 1 })
+	srv.Restart()
+	waitTrue(t, 5*time.Second, "joins land after restart", func() bool {
+		return srv.Client().HLen(context.Background(), prefix+"presence").Val() == 100
+	})
+	if srv.Client().HExists(context.Background(), prefix+"presence", user("gw-down", 1).ConnID).Val() {
+		t.Fatal("the connection that left is in the hash")
+	}
+}
+
+// TestRedisWriteBackAfterRestart restarts Redis empty: within 10 s the live connections,
+// index and heartbeat are back, and no event is published for them.
+func TestRedisWriteBackAfterRestart(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { c.Close() }) // after the store's Close (cleanups run last-in first-out)
+	var rt roundTrips
+	c.AddHook(&rt)
+	prefix := redistest.Prefix(t)
+	// The default-like TTL of 3 s: a heartbeat every second.
+	s := newTestStore(t, c, prefix, "gw-wb", 3*time.Second, nil)
+	const n = 300
+	for i := range n {
+		s.Join(user("gw-wb", i))
+	}
+	rc := srv.Client()
+	ctx := context.Background()
+	waitTrue(t, 2*time.Second, "joins", func() bool { return rc.HLen(ctx, prefix+"presence").Val() == n })
+	time.Sleep(100 * time.Millisecond)
+	published := rt.published.Load()
+
+	srv.Restart()
+	start := time.Now()
+	waitTrue(t, 10*time.Second, "write-back", func() bool {
+		return rc.HLen(ctx, prefix+"presence").Val() == n && rc.Exists(ctx, prefix+"gateway:gw-wb").Val() == 1 &&
+			rc.SCard(ctx, prefix+"gateway:gw-wb:conns").Val() == n && rc.SIsMember(ctx, prefix+"gateways", "gw-wb").Val()
+	})
+	t.Logf("written back %v after the restart", time.Since(start))
+	if got := rt.published.Load(); got != published {
+		t.Fatalf("%d events published by the write-back", got-published)
+	}
+
+	// The same without a restart: the keys vanish (FLUSHDB) and Resync is asked for.
+	rc.FlushDB(ctx)
+	s.Resync()
+	waitTrue(t, time.Second, "resync", func() bool { return rc.HLen(ctx, prefix+"presence").Val() == n })
+	if got := rt.published.Load(); got != published {
+		t.Fatalf("%d events published by Resync", got-published)
+	}
+}
+
+// TestRedisClose: Close publishes drained leaves for what is left and removes the gateway's
+// fields, index, heartbeat and set membership.
+func TestRedisClose(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client()
+	prefix := redistest.Prefix(t)
+	ev := subscribeEvents(t, c, prefix)
+	other := newTestStore(t, c, prefix, "gw-other", time.Second, nil)
+	other.Join(user("gw-other", 1))
+	s := newTestStore(t, c, prefix, "gw-close", time.Second, nil)
+	for i := range 3 {
+		s.Join(user("gw-close", i))
+	}
+	ev.wait(t, 4, time.Second)
+	s.Leave(user("gw-close", 0).ConnID, protocol.ReasonDrained)
+	ctx := context.Background()
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Published before Close returned; the subscriber may need a moment to read them.
+	got := ev.wait(t, 7, time.Second)[4:]
+	var ids []string
+	for _, e := range got {
+		if e.Type != "leave" || e.Reason != "drained" || e.Gateway != "gw-close" {
+			t.Fatalf("leave %+v", e)
+		}
+		ids = append(ids, e.ConnID)
+	}
+	if ids[0] != user("gw-close", 0).ConnID || len(ids) != 3 {
+		t.Fatalf("leaves %v", ids)
+	}
+	if slices.Sort(ids); !slices.Equal(ids, []string{user("gw-close", 0).ConnID, user("gw-close", 1).ConnID, user("gw-close", 2).ConnID}) {
+		t.Fatalf("leaves %v", ids)
+	}
+	if n := c.HLen(ctx, prefix+"presence").Val(); n != 1 {
+		t.Fatalf("%d fields left, want the other gateway's 1", n)
+	}
+	if n := c.Exists(ctx, prefix+"gateway:gw-close", prefix+"gateway:gw-close:conns").Val(); n != 0 {
+		t.Fatalf("%d of heartbeat and index left", n)
+	}
+	if ids := c.SMembers(ctx, prefix+"gateways").Val(); len(ids) != 1 || ids[0] != "gw-other" {
+		t.Fatalf("gateways %v", ids)
+	}
+}
+
+// TestRedisCloseBoundedByContext: Close gives up when ctx ends while Redis is down.
+func TestRedisCloseBoundedByContext(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0") // nothing answers: connections are refused
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	t.Cleanup(func() { c.Close() }) // after the store's Close (cleanups run last-in first-out)
+	s := NewRedis(c, RedisOptions{GatewayID: "gw-x", TTL: time.Second, Logger: quietLogger()})
+	s.Join(user("gw-x", 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := s.Close(ctx); err == nil {
+		t.Fatal("Close succeeded without Redis")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+}
