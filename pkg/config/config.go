@@ -51,6 +51,7 @@ type Gateway struct {
 	PresenceTTL     time.Duration `env:"PRESENCE_TTL" envDefault:"15s" help:"heartbeat key TTL; refreshed every TTL/3"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"how long a drain may take on SIGTERM"`
 	TickInterval    time.Duration `env:"TICK_INTERVAL" envDefault:"1s" help:"time between ticks (standalone mode)"`
+	DebugAddr       string        `env:"DEBUG_ADDR" help:"opt-in admin listener serving /debug/pprof, e.g. 127.0.0.1:6060; empty: off"`
 	Log
 }
 
@@ -79,6 +80,11 @@ func LoadGateway(environ []string) (Gateway, error) {
 	add(c.Log.validate())
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		add(fmt.Errorf("GATEWAY_ADDR: %q is not host:port: %w", c.Addr, err))
+	}
+	if c.DebugAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
+			add(fmt.Errorf("DEBUG_ADDR: %q is not host:port: %w", c.DebugAddr, err))
+		}
 	}
 	if c.FibMaxN < 0 || c.FibMaxN > 10_000_000 {
 		add(fmt.Errorf("FIB_MAX_N: %d is out of range 0..10000000", c.FibMaxN))
