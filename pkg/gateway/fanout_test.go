@@ -71,10 +71,9 @@ func TestSlowConsumer(t *testing.T) {
 	})
 	time.Sleep(5 * interval) // ticks after the kick too
 	close(stop)
+	// The bound. Under -race, with other test packages sharing the 2 cores, latency is
+	// only logged: .ci/run repeats this test without -race and alone, where the bound holds.
 	bound := 100 * time.Millisecond
-	if raceEnabled {
-		bound = 300 * time.Millisecond
-	}
 	for i := 0; i < 100; i++ {
 		r := <-results
 		if r.err != nil {
@@ -83,10 +82,10 @@ func TestSlowConsumer(t *testing.T) {
 		if r.ticks < 5 {
 			t.Fatalf("reader %d got only %d ticks", i, r.ticks)
 		}
-		if testing.Verbose() && i == 0 {
-			t.Logf("reader 0 worst lag %v", r.worst)
+		if i == 0 {
+			t.Logf("reader 0 worst lag %v (race detector: %v)", r.worst, raceEnabled)
 		}
-		if r.worst > bound {
+		if r.worst > bound && !raceEnabled {
 			t.Fatalf("reader %d: a tick arrived %v after it was published (> %v)", i, r.worst, bound)
 		}
 	}
