@@ -3,8 +3,8 @@ package gateway
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,24 +32,29 @@ const (
 // only appends to a bounded queue under mu and, when no writer is running, starts one; the
 // writer goroutine exists only while the queue is non-empty, so an idle connection costs its
 // reader goroutine and nothing else. send never blocks, so the tick fan-out never waits for a
-// socket; a connection whose queue overflows is closed with 1008.
+// slow socket; a connection whose queue overflows is closed with 1008.
+//
+// Ticks take a faster path (Send): a quiet connection, with nothing queued and no large frame
+// written lately, gets the tick written at once by the hub's goroutine under a short socket
+// deadline. That saves a goroutine per socket per tick, which is most of a fan-out's cost and
+// a burst of thousands of stacks at once.
 type conn struct {
-	s      *Server
-	ws     *websocket.Conn
-	ctx    context.Context // canceled when the connection ends; derived from the server context
-	cancel context.CancelFunc
-	id     string
-	user   string
-	start  time.Time
-	log    *slog.Logger
+	s     *Server
+	ws    *websocket.Conn
+	nc    net.Conn // the hijacked socket, for write deadlines
+	id    string
+	user  string
+	start time.Time
 
 	remoteAddr string
 
-	mu      sync.Mutex
-	queue   [][]byte
-	writing bool
-	closing bool // no more sends; a close is under way
+	mu        sync.Mutex
+	queue     [][]byte
+	writing   bool      // a writer (goroutine or inline) owns the socket's write side
+	closing   bool      // no more sends; a close is under way
+	lastLarge time.Time // when a frame over largeFrame was last written
 
+	ended  atomic.Bool            // the reader has returned: abandon pending work
 	reason atomic.Pointer[string] // first close reason wins
 	ping   *time.Timer
 
@@ -58,8 +63,44 @@ type conn struct {
 	limitedSince time.Time     // start of the current run of rate-limited requests
 }
 
-// Send queues a tick (hub.Sink).
-func (c *conn) Send(frame []byte) { c.send(frame, protocol.TypeTime) }
+const (
+	// inlineWriteTimeout bounds a tick written from the hub's goroutine. A quiet connection's
+	// socket buffer holds at most ticks, so it is full only when the peer is minutes behind
+	// (and its pings have failed long before). The deadline is generous because it also
+	// covers the time the goroutine may sit descheduled on a loaded machine before the write.
+	inlineWriteTimeout = time.Second
+	// largeFrame and quietAfterLarge keep the inline path away from a socket that may still be
+	// draining a big answer over a slow link.
+	largeFrame      = 1024
+	quietAfterLarge = 10 * time.Second
+)
+
+// Send delivers a tick (hub.Sink): inline when the connection is quiet, else queued.
+func (c *conn) Send(frame []byte) {
+	c.mu.Lock()
+	if c.closing || c.writing || len(c.queue) > 0 || (!c.lastLarge.IsZero() && time.Since(c.lastLarge) < quietAfterLarge) {
+		c.mu.Unlock()
+		c.send(frame, protocol.TypeTime)
+		return
+	}
+	c.writing = true
+	c.mu.Unlock()
+	c.s.m.FramesOut.WithLabelValues(protocol.TypeTime).Inc()
+
+	err := c.write(frame, inlineWriteTimeout)
+
+	c.mu.Lock()
+	pending := len(c.queue) > 0 && !c.closing && err == nil
+	c.writing = pending
+	c.mu.Unlock()
+	if err != nil {
+		c.writeFailed(err)
+		return
+	}
+	if pending { // frames queued while the socket was ours
+		go c.writeLoop()
+	}
+}
 
 // send queues frame; typ labels the metric. It returns false when the connection is closing.
 func (c *conn) send(frame []byte, typ string) bool {
@@ -97,26 +138,40 @@ func (c *conn) writeLoop() {
 		frame := c.queue[0]
 		c.queue[0] = nil
 		c.queue = c.queue[1:]
+		if len(frame) > largeFrame {
+			c.lastLarge = time.Now()
+		}
 		c.mu.Unlock()
 
-		ctx, cancel := context.WithTimeout(c.ctx, c.s.opts.WriteTimeout)
-		err := c.ws.Write(ctx, websocket.MessageText, frame)
-		cancel()
-		if err != nil {
-			switch {
-			case c.ctx.Err() != nil: // the connection is already ending; its reason is set
-			case errors.Is(err, context.DeadlineExceeded):
-				c.s.m.SlowConsumers.Inc()
-				c.kick(reasonSlowConsumer, websocket.StatusPolicyViolation, "slow consumer: write timed out")
-			default:
-				c.kick(reasonError, websocket.StatusInternalError, "")
-			}
+		if err := c.write(frame, c.s.opts.WriteTimeout); err != nil {
+			c.writeFailed(err)
 			c.mu.Lock()
 			c.queue = nil
 			c.writing = false
 			c.mu.Unlock()
 			return
 		}
+	}
+}
+
+// write sends one text frame under a socket deadline. Only the current writer calls it.
+func (c *conn) write(frame []byte, timeout time.Duration) error {
+	_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
+	err := c.ws.Write(context.Background(), websocket.MessageText, frame)
+	_ = c.nc.SetWriteDeadline(time.Time{}) // the library's own writes (pongs, close) must not inherit it
+	return err
+}
+
+// writeFailed handles a failed write: the library has closed the connection already.
+func (c *conn) writeFailed(err error) {
+	var ne net.Error
+	switch {
+	case c.ended.Load(): // the connection is already ending; its reason is set
+	case errors.As(err, &ne) && ne.Timeout():
+		c.s.m.SlowConsumers.Inc()
+		c.kick(reasonSlowConsumer, websocket.StatusPolicyViolation, "slow consumer: write timed out")
+	default:
+		c.kick(reasonError, websocket.StatusInternalError, "")
 	}
 }
 
@@ -152,11 +207,11 @@ func (c *conn) schedulePing() {
 }
 
 func (c *conn) doPing() {
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.opts.PingTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.opts.PingTimeout)
 	err := c.ws.Ping(ctx)
 	cancel()
 	if err != nil {
-		if c.ctx.Err() == nil {
+		if !c.ended.Load() {
 			c.kick(reasonPingTimeout, websocket.StatusPolicyViolation, "ping timeout")
 		}
 		return

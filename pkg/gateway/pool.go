@@ -53,7 +53,7 @@ func (p *pool) work(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case j := <-p.jobs:
-			if j.c.ctx.Err() != nil { // the requester left: abandon
+			if j.c.ended.Load() { // the requester left: abandon
 				p.m.FibResults.WithLabelValues("abandoned").Inc()
 				continue
 			}

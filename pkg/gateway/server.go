@@ -101,7 +101,7 @@ type Server struct {
 	hub    *hub.Hub
 	pool   *pool
 
-	ctx    context.Context // parent of every connection's context; canceled last
+	ctx    context.Context // the server's lifetime: the broker subscription and the pool
 	cancel context.CancelFunc
 
 	draining atomic.Bool
@@ -199,7 +199,9 @@ func (s *Server) Drain(ctx context.Context) {
 	}
 	if n := s.Connections(); n > 0 {
 		s.log.Warn("drain timed out; dropping connections", "left", n)
-		s.cancel() // every connection context: readers return
+		for _, c := range s.snapshot() { // readers return when their socket closes
+			_ = c.ws.CloseNow()
+		}
 		for s.Connections() > 0 {
 			time.Sleep(10 * time.Millisecond)
 		}

@@ -34,7 +34,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
+	hw := &hijackWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
 	if err != nil {
 		// Accept has already answered (403 for a foreign origin, 426 for a non-upgrade).
 		label := "handshake"
@@ -47,17 +48,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.opts.ReadLimit)
 
-	// The connection outlives the request: its context derives from the server's (see
-	// websocket.Accept's doc), never r.Context().
-	ctx, cancel := context.WithCancel(s.ctx)
+	// The connection outlives the request: nothing below uses r or its context (see
+	// websocket.Accept's doc).
 	c := &conn{
-		s: s, ws: ws, ctx: ctx, cancel: cancel,
+		s: s, ws: ws, nc: hw.conn,
 		id:         newConnID(),
 		user:       user,
 		start:      time.Now(),
 		remoteAddr: r.RemoteAddr,
 	}
-	c.log = s.log.With("conn", c.id, "user", user)
 	go s.serve(c)
 }
 
@@ -75,12 +74,13 @@ func (s *Server) serve(c *conn) {
 	s.m.Connects.Inc()
 	s.m.ConnectionsOpen.Inc()
 	c.schedulePing()
-	c.log.Info("connect", "remote", c.remoteAddr)
+	s.log.Info("connect", "conn", c.id, "user", c.user, "remote", c.remoteAddr)
 
 	err := s.readLoop(c)
 
 	c.ping.Stop()
 	removeFromHub()
+	c.ended.Store(true)
 	c.mu.Lock()
 	c.closing = true
 	c.mu.Unlock()
@@ -92,15 +92,14 @@ func (s *Server) serve(c *conn) {
 	if joined {
 		s.store.Leave(c.id, leave)
 	}
-	c.cancel()
 	_ = c.ws.CloseNow()
 	s.m.ConnectionsOpen.Dec()
 	s.m.Disconnects.WithLabelValues(why).Inc()
-	attrs := []any{"reason", why, "duration", time.Since(c.start).Round(time.Millisecond)}
+	attrs := []any{"conn", c.id, "user", c.user, "reason", why, "duration", time.Since(c.start).Round(time.Millisecond)}
 	if why == reasonError && err != nil {
 		attrs = append(attrs, "err", err)
 	}
-	c.log.Info("disconnect", attrs...)
+	s.log.Info("disconnect", attrs...)
 	s.untrack(c) // last: Drain waits for this, and everything above must be done by then
 }
 
@@ -126,7 +125,9 @@ func (s *Server) closeReason(c *conn, err error) string {
 // readLoop is the one reader: every frame is parsed and answered or handed to the pool.
 func (s *Server) readLoop(c *conn) error {
 	for {
-		typ, data, err := c.ws.Read(c.ctx)
+		// No context: the read ends when the socket closes (kick, drain, peer), and a
+		// cancellable context would cost every idle connection a registration.
+		typ, data, err := c.ws.Read(context.Background())
 		if err != nil {
 			return err
 		}
