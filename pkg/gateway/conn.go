@@ -85,7 +85,7 @@ func (c *conn) Send(frame []byte) {
 	}
 	c.writing = true
 	c.mu.Unlock()
-	c.s.m.FramesOut.WithLabelValues(protocol.TypeTime).Inc()
+	c.s.framesOut[protocol.TypeTime].Inc()
 
 	err := c.write(frame, inlineWriteTimeout)
 
@@ -111,7 +111,6 @@ func (c *conn) send(frame []byte, typ string) bool {
 	}
 	if len(c.queue) >= c.s.opts.QueueSize {
 		c.mu.Unlock()
-		c.s.m.SlowConsumers.Inc()
 		c.kick(reasonSlowConsumer, websocket.StatusPolicyViolation, "slow consumer: outbound queue full")
 		return false
 	}
@@ -121,7 +120,7 @@ func (c *conn) send(frame []byte, typ string) bool {
 		go c.writeLoop()
 	}
 	c.mu.Unlock()
-	c.s.m.FramesOut.WithLabelValues(typ).Inc()
+	c.s.framesOut[typ].Inc()
 	return true
 }
 
@@ -168,7 +167,6 @@ func (c *conn) writeFailed(err error) {
 	switch {
 	case c.ended.Load(): // the connection is already ending; its reason is set
 	case errors.As(err, &ne) && ne.Timeout():
-		c.s.m.SlowConsumers.Inc()
 		c.kick(reasonSlowConsumer, websocket.StatusPolicyViolation, "slow consumer: write timed out")
 	default:
 		c.kick(reasonError, websocket.StatusInternalError, "")
@@ -181,6 +179,9 @@ func (c *conn) writeFailed(err error) {
 func (c *conn) kick(why string, code websocket.StatusCode, reason string) {
 	if !c.setReason(why) {
 		return
+	}
+	if why == reasonSlowConsumer {
+		c.s.m.SlowConsumers.Inc()
 	}
 	c.mu.Lock()
 	c.closing = true

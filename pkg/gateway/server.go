@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/wsgw/wsgw/pkg/broker"
@@ -51,6 +52,7 @@ type Options struct {
 	DrainParallel  int           // connections closed at once during a drain. Defaults to 256.
 	ReadyTimeout   time.Duration // bound of one readiness check. Defaults to 2s.
 	RateLimitGrace time.Duration // how long a client may keep sending after rate_limited before 1008. Defaults to 10s.
+	CanaryInterval time.Duration // between the gateway's own readiness checks of the broker. Defaults to 2s.
 	StandaloneMode bool          // only for /readyz's message.
 }
 
@@ -89,6 +91,7 @@ func (o *Options) defaults() {
 	def(&o.DrainParallel, 256)
 	defDur(&o.ReadyTimeout, 2*time.Second)
 	defDur(&o.RateLimitGrace, 10*time.Second)
+	defDur(&o.CanaryInterval, 2*time.Second)
 }
 
 // Server holds the gateway's connections. Build it with NewServer.
@@ -100,6 +103,10 @@ type Server struct {
 	store  presence.Store
 	hub    *hub.Hub
 	pool   *pool
+
+	// framesOut holds ws_frames_out_total's counter per frame type, resolved once: the tick
+	// path counts one frame per socket per tick.
+	framesOut map[string]prometheus.Counter
 
 	ctx    context.Context // the server's lifetime: the broker subscription and the pool
 	cancel context.CancelFunc
@@ -118,6 +125,10 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 		hub: hub.New(m), ctx: ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
 	}
+	s.framesOut = make(map[string]prometheus.Counter)
+	for _, typ := range []string{protocol.TypeWelcome, protocol.TypeTime, protocol.TypeFib, protocol.TypeError} {
+		s.framesOut[typ] = m.FramesOut.WithLabelValues(typ)
+	}
 	s.pool = newPool(ctx, opts.FibWorkers, opts.FibQueue, fib.NewCache(opts.FibCacheBytes), m)
 	return s
 }
@@ -127,7 +138,34 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.broker.Subscribe(s.ctx, func(frame []byte) { s.hub.Broadcast(frame) }); err != nil {
 		return fmt.Errorf("gateway: subscribe to ticks: %w", err)
 	}
+	go s.watchBroker()
 	return nil
+}
+
+// watchBroker runs the broker's readiness check every CanaryInterval, so a wedged
+// subscription is repaired (the Redis broker resubscribes when its canary trips) even when
+// nobody polls /readyz. It logs changes only.
+func (s *Server) watchBroker() {
+	t := time.NewTicker(s.opts.CanaryInterval)
+	defer t.Stop()
+	var last error
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.opts.ReadyTimeout)
+		err := s.broker.Ready(ctx)
+		cancel()
+		switch {
+		case err != nil && last == nil:
+			s.log.Warn("broker not ready", "err", err)
+		case err == nil && last != nil:
+			s.log.Info("broker ready again")
+		}
+		last = err
+	}
 }
 
 // Connections returns the number of open connections.

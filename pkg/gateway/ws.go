@@ -62,7 +62,14 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 
 // serve registers c everywhere, reads until the connection ends, then unregisters it.
 func (s *Server) serve(c *conn) {
-	c.send(protocol.EncodeWelcome(c.id, c.user, s.opts.ID, s.opts.MaxN), protocol.TypeWelcome)
+	// The welcome goes out first and directly: nothing else can write to c before it is in
+	// the hub and its reader runs, so no writer goroutine is needed.
+	if err := c.write(protocol.EncodeWelcome(c.id, c.user, s.opts.ID, s.opts.MaxN), s.opts.WriteTimeout); err != nil {
+		_ = c.ws.CloseNow()
+		s.log.Debug("welcome not delivered", "conn", c.id, "err", err)
+		return
+	}
+	s.framesOut[protocol.TypeWelcome].Inc()
 	removeFromHub := func() {}
 	joined := s.track(c)
 	if joined {
