@@ -1,0 +1,43 @@
+package clustertest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/wsgw/wsgw/pkg/localcluster"
+)
+
+// startCluster starts a local cluster (its own redis-server, no HAProxy) with the package's
+// short settings, stopped when the test ends; the logs are printed when the test fails.
+func startCluster(t *testing.T, gateways, tickers int) *localcluster.Cluster {
+	t.Helper()
+	bins := binDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	c, err := localcluster.Start(ctx, localcluster.Options{
+		Dir: t.TempDir(), BinDir: bins, Gateways: gateways, Tickers: tickers, NoLB: true, Env: baseEnv,
+	})
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Logf("cluster of %d gateways and %d tickers ready in %v", gateways, tickers, time.Since(start).Round(time.Millisecond))
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("stop cluster: %v", err)
+		}
+		if t.Failed() || showLogs() {
+			for _, g := range c.Gateways {
+				dumpLog(t, g.Name, g.LogPath())
+			}
+			for _, p := range c.Tickers {
+				dumpLog(t, p.Name, p.LogPath())
+			}
+		}
+	})
+	return c
+}
+
+// key is a Redis name under the default prefix "ws:".
+func key(name string) string { return "ws:" + name }
