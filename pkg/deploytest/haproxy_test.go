@@ -22,21 +22,20 @@ import (
 	"github.com/wsgw/wsgw/pkg/lbconfig"
 )
 
-var update = flag.Bool("update", false, "rewrite deploy/haproxy/haproxy.cfg and haproxy.cfg.tmpl from pkg/lbconfig")
+var update = flag.Bool("update", false, "rewrite deploy/haproxy/haproxy.cfg from pkg/lbconfig")
 
 // composeLB is the configuration rendered into deploy/haproxy/haproxy.cfg for docker-compose.yml.
 var composeLB = lbconfig.Config{Docker: true, Bind: ":8080", StatsBind: ":8404"}
 
-// TestHAProxyGolden keeps the committed files identical to what pkg/lbconfig renders, so the
-// compose stack and the local cluster cannot drift apart. -update rewrites them.
+// TestHAProxyGolden keeps the committed config identical to what pkg/lbconfig renders from the
+// one template, so the compose stack and the local cluster cannot drift apart. -update rewrites it.
 func TestHAProxyGolden(t *testing.T) {
 	var buf bytes.Buffer
 	if err := lbconfig.Render(&buf, composeLB); err != nil {
 		t.Fatal(err)
 	}
 	golden := map[string][]byte{
-		"deploy/haproxy/haproxy.cfg":      buf.Bytes(),
-		"deploy/haproxy/haproxy.cfg.tmpl": []byte(lbconfig.Template),
+		"deploy/haproxy/haproxy.cfg": buf.Bytes(),
 	}
 	root := repoRoot(t)
 	for rel, want := range golden {
