@@ -106,11 +106,14 @@ func startPresenceWait(ctx context.Context, cfg Config, n int64) (<-chan presenc
 	return out, base, nil
 }
 
+var queryRE = regexp.MustCompile(`\?[^"\s]*`)
+
 var addrRE = regexp.MustCompile(`\d+\.\d+\.\d+\.\d+:\d+|\[[0-9a-f:]+\]:\d+`)
 
 // shortErr makes error messages that differ only by address or length collapse into one.
 func shortErr(s string) string {
 	s = addrRE.ReplaceAllString(s, "ADDR")
+	s = queryRE.ReplaceAllString(s, "?…") // the per-socket user name in a URL
 	if len(s) > 160 {
 		s = s[:160] + "…"
 	}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Reproduces the load figures of BENCHMARKS.md: a gateway in cluster mode (real redis-server,
+# one ticker, presence in Redis) measured by deploy/loadtest over loopback. One fresh gateway
+# per run, so each RSS baseline is a fresh process. Everything started here is killed by PID.
+#
+#   deploy/bench/run-load-bench.sh [RUN ...]     RUN: idle10k idle19k storm10k ticks10k fib90 fibrand
+#                                                 scale50k (default: all but scale50k);
+#                                                 MODE=standalone for no Redis
+#
+# scale50k: three gateways in cluster mode hold 50,001 sockets together (16,667 each, one load
+# process per gateway, since one process may open at most 20,000 files here), every socket
+# checked for every tick.
+# Extra gateway settings come from the environment, e.g. GOMEMLIMIT=600MiB deploy/bench/...
+# GATEWAY_BIN=path measures another gateway binary (e.g. one built from an older commit, to
+# compare before and after back to back).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=$(mktemp -d /tmp/loadbench.XXXXXX)
+go build -o "$out/" ./gateway ./ticker ./deploy/loadtest
+[ -z "${GATEWAY_BIN:-}" ] || cp "$GATEWAY_BIN" "$out/gateway"
+ulimit -n "$(ulimit -Hn)"
+runs=("$@"); [ ${#runs[@]} -gt 0 ] || runs=(idle10k idle19k storm10k ticks10k fib90 fibrand)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+redis_env=()
+if [ "${MODE:-cluster}" = cluster ]; then
+  rport=$(free_port)
+  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --maxclients 100000 >"$out/redis.log" 2>&1 &
+  pids+=($!)
+  until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
+  REDIS_URL="redis://127.0.0.1:$rport/0" "$out/ticker" >"$out/ticker.log" 2>&1 &
+  pids+=($!)
+  redis_env=(REDIS_URL="redis://127.0.0.1:$rport/0")
+fi
+
+start_gateway() { # NAME PORT: starts a gateway, sets $gw
+  env "${redis_env[@]}" GATEWAY_ADDR="127.0.0.1:$2" GATEWAY_ID="bench-$1" FIB_RATE=100000 FIB_BURST=100000 \
+    "$out/gateway" >"$out/$1.gw.log" 2>&1 &
+  gw=$!; pids+=($gw)
+  until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do sleep 0.05; done
+}
+
+src=2
+for run in "${runs[@]}"; do
+  if [ "$run" = scale50k ]; then
+    echo "== scale50k (${MODE:-cluster}) loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+    lts=(); gws=()
+    for i in 1 2 3; do
+      port=$(free_port); start_gateway "scale$i" "$port"; gws+=($gw)
+      "$out/loadtest" -url "ws://127.0.0.1:$port/ws" -pid "$gw" -src-base "127.0.$src.2" -src 2 -json \
+        -mode ticks -n 16667 -inflight 100 -duration 10s -timeout 5m >"$out/scale$i.out" 2>&1 &
+      lts+=($!); src=$((src + 3))
+    done
+    for p in "${lts[@]}"; do wait "$p"; done
+    for i in 1 2 3; do echo "-- gateway $i"; grep -vE '^\{' "$out/scale$i.out"; done
+    kill "${gws[@]}"; wait "${gws[@]}" 2>/dev/null || true
+    continue
+  fi
+  case $run in
+    idle10k)  args=(-mode idle -n 10000 -hold 10s) ;;
+    idle19k)  args=(-mode idle -n 19000 -hold 10s) ;;
+    storm10k) args=(-mode storm -n 10000 -inflight 200 ${redis_env:+-redis "redis://127.0.0.1:$rport/0"}) ;;
+    ticks10k) args=(-mode ticks -n 10000 -duration 10s) ;;
+    fib90)    args=(-mode fib -n 100 -fib-n 90 -duration 10s) ;;
+    fibrand)  args=(-mode fib -n 100 -fib-max 10000 -duration 10s) ;;
+    *) echo "unknown run $run" >&2; exit 2 ;;
+  esac
+  port=$(free_port)
+  start_gateway "$run" "$port"
+  echo "== $run (${MODE:-cluster}) loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+  # A fresh block of source addresses per run keeps clear of the last run's TIME_WAIT sockets.
+  "$out/loadtest" -url "ws://127.0.0.1:$port/ws" -pid "$gw" -src-base "127.0.$src.2" -json "${args[@]}" | tee "$out/$run.out"
+  src=$((src + 1))
+  kill "$gw"; wait "$gw" 2>/dev/null || true
+done
+echo "logs and outputs in $out"
