@@ -9,9 +9,9 @@ import (
 // withSmallThresholds makes formatDecimal split small numbers too.
 func withSmallThresholds(t *testing.T) {
 	t.Helper()
-	d := splitDigits
-	splitDigits = 2
-	t.Cleanup(func() { splitDigits = d })
+	d, bd := splitDigits, barrettMinDigits
+	splitDigits, barrettMinDigits = 2, 0
+	t.Cleanup(func() { splitDigits, barrettMinDigits = d, bd })
 }
 
 func pow10(k int) *big.Int {
