@@ -217,20 +217,11 @@ stop it with:
 }
 
 func status(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("dir", ".cluster", "directory holding state.json")
-	if err := fs.Parse(args); err != nil {
+	s, dir, err := openState("status", "no cluster", args, stdout, stderr)
+	if s == nil || err != nil {
 		return err
 	}
-	s, err := readState(*dir)
-	if errors.Is(err, os.ErrNotExist) {
-		fmt.Fprintf(stdout, "no cluster: %s does not exist\n", statePath(*dir))
-		return nil
-	} else if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "cluster started %s, state in %s\n", s.StartedAt.Local().Format(time.DateTime), statePath(*dir))
+	fmt.Fprintf(stdout, "cluster started %s, state in %s\n", s.StartedAt.Local().Format(time.DateTime), statePath(dir))
 	hc := &http.Client{Timeout: time.Second}
 	for _, p := range s.Procs {
 		state := "stopped"
@@ -245,8 +236,28 @@ func status(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "  %-8s pid %-7d %-16s %s\n", p.Name, p.Pid, p.Addr, state)
 	}
-	fmt.Fprintf(stdout, "logs: %s\n", filepath.Join(*dir, "*.log"))
+	fmt.Fprintf(stdout, "logs: %s\n", filepath.Join(dir, "*.log"))
 	return nil
+}
+
+// openState parses a subcommand's -dir flag and reads its state.json. A missing state file is
+// not an error: it prints "<missing>: … does not exist" and returns a nil state.
+func openState(cmd, missing string, args []string, stdout, stderr io.Writer) (*State, string, error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", ".cluster", "directory holding state.json")
+	if err := fs.Parse(args); err != nil {
+		return nil, "", err
+	}
+	s, err := readState(*dir)
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(stdout, "%s: %s does not exist\n", missing, statePath(*dir))
+		return nil, *dir, nil
+	}
+	if err != nil {
+		return nil, *dir, err
+	}
+	return s, *dir, nil
 }
 
 func httpStatus(hc *http.Client, url string) string {
@@ -259,17 +270,8 @@ func httpStatus(hc *http.Client, url string) string {
 }
 
 func down(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("down", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("dir", ".cluster", "directory holding state.json")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	s, err := readState(*dir)
-	if errors.Is(err, os.ErrNotExist) {
-		fmt.Fprintf(stdout, "nothing to stop: %s does not exist\n", statePath(*dir))
-		return nil
-	} else if err != nil {
+	s, dir, err := openState("down", "nothing to stop", args, stdout, stderr)
+	if s == nil || err != nil {
 		return err
 	}
 	drain, err := time.ParseDuration(s.DrainTimeout)
@@ -312,10 +314,10 @@ func down(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "%-8s pid %d stopped\n", p.Name, p.Pid)
 		}
 	}
-	if err := os.Remove(statePath(*dir)); err != nil {
+	if err := os.Remove(statePath(dir)); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "cluster down; logs kept in %s\n", *dir)
+	fmt.Fprintf(stdout, "cluster down; logs kept in %s\n", dir)
 	return nil
 }
 
