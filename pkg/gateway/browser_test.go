@@ -44,7 +44,7 @@ func newBrowserGateway(t *testing.T, id string, maxRetry time.Duration) *browser
 	b := broker.NewMemory()
 	srv := NewServer(slog.New(slog.DiscardHandler), metrics.New(), b, presence.NewMemory(),
 		Options{ID: id, MaxRetryDelay: maxRetry})
-	if err := srv.Start(ctx); err != nil {
+	if err := srv.Start(); err != nil {
 		cancel()
 		t.Fatal(err)
 	}

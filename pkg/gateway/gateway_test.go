@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"math/big"
 	"net/http"
@@ -288,7 +289,7 @@ func TestDrainCloses1001WithRetry(t *testing.T) {
 			_, _, err = c.Read(ctx)
 		}
 		var ce websocket.CloseError
-		if !asCloseError(err, &ce) || ce.Code != websocket.StatusGoingAway {
+		if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway {
 			t.Fatalf("close = %v, want 1001", err)
 		}
 		d, ok := protocol.ParseRetry(ce.Reason)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -52,7 +53,7 @@ func startGateway(t testing.TB, opts Options, interval time.Duration, setup ...f
 	}
 	srv := NewServer(slog.New(slog.DiscardHandler), m, b, presence.NewMemory(), opts)
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.Start(ctx); err != nil {
+	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewUnstartedServer(srv.Handler())
@@ -192,4 +193,16 @@ func (g *testGateway) dialSmallBuffer(t testing.TB, user string) *websocket.Conn
 	t.Cleanup(func() { c.CloseNow() })
 	readFrame(t, c) // welcome
 	return c
+}
+
+// syncWriter lets a test read logs that Run writes from several goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

@@ -84,9 +84,8 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	srv := NewServer(log, m, b, store, Options{
 		ID: cfg.ID, MaxN: cfg.FibMaxN, Rate: cfg.FibRate, Burst: cfg.FibBurst,
 		ReadLimit: cfg.ReadLimit, AllowedOrigins: cfg.AllowedOrigins,
-		StandaloneMode: !cfg.Redis.Enabled(),
 	})
-	if err := srv.Start(ctx); err != nil {
+	if err := srv.Start(); err != nil {
 		return err
 	}
 	tickCtx, stopTicker := context.WithCancel(context.WithoutCancel(ctx))

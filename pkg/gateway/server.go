@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	randv2 "math/rand/v2"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +52,6 @@ type Options struct {
 	ReadyTimeout   time.Duration // bound of one readiness check. Defaults to 2s.
 	RateLimitGrace time.Duration // how long a client may keep sending after rate_limited before 1008. Defaults to 10s.
 	CanaryInterval time.Duration // between the gateway's own readiness checks of the broker. Defaults to 2s.
-	StandaloneMode bool          // only for /readyz's message.
 }
 
 func (o *Options) defaults() {
@@ -133,8 +131,9 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 	return s
 }
 
-// Start subscribes to the broker: from its return on, every tick reaches every connection.
-func (s *Server) Start(ctx context.Context) error {
+// Start subscribes to the broker for the server's lifetime (until Drain): from its return on,
+// every tick reaches every connection.
+func (s *Server) Start() error {
 	if err := s.broker.Subscribe(s.ctx, func(frame []byte) { s.hub.Broadcast(frame) }); err != nil {
 		return fmt.Errorf("gateway: subscribe to ticks: %w", err)
 	}
@@ -279,5 +278,3 @@ func newConnID() string {
 	_, _ = rand.Read(b[6:])
 	return "c-" + hex.EncodeToString(b[:])
 }
-
-func formatUint(v uint64) string { return strconv.FormatUint(v, 10) }

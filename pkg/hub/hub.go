@@ -109,7 +109,7 @@ func (h *Hub) Broadcast(frame []byte) bool {
 		}
 	}
 	start := time.Now()
-	h.Each(func(s Sink) { s.Send(frame) })
+	h.each(func(s Sink) { s.Send(frame) })
 	if h.m != nil {
 		h.m.TicksForwarded.Inc()
 		h.m.TickFanout.Observe(time.Since(start).Seconds())
@@ -117,9 +117,9 @@ func (h *Hub) Broadcast(frame []byte) bool {
 	return true
 }
 
-// Each calls fn for every sink, shards in parallel. fn must not block and must not call Add
+// each calls fn for every sink, shards in parallel. fn must not block and must not call Add
 // or the remove function of the sink it is given (it runs under the shard's lock).
-func (h *Hub) Each(fn func(Sink)) {
+func (h *Hub) each(fn func(Sink)) {
 	var wg sync.WaitGroup
 	var next atomic.Int64
 	work := func() {

@@ -25,7 +25,7 @@ func startGateway(t testing.TB, opts gateway.Options) string {
 	b := broker.NewMemory()
 	srv := gateway.NewServer(slog.New(slog.DiscardHandler), metrics.New(), b, presence.NewMemory(), opts)
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.Start(ctx); err != nil {
+	if err := srv.Start(); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
