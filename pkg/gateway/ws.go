@@ -62,19 +62,26 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 
 // serve registers c everywhere, reads until the connection ends, then unregisters it.
 func (s *Server) serve(c *conn) {
-	// The welcome goes out first and directly: nothing else can write to c before it is in
-	// the hub and its reader runs, so no writer goroutine is needed.
+	// Presence first: a client holding its welcome is already listed in /users. Then the
+	// welcome, written directly (nothing else writes to c until it is in the hub), and only
+	// then the hub, so the welcome is always the first frame.
+	joined := s.track(c)
+	if joined {
+		s.store.Join(protocol.User{ConnID: c.id, User: c.user, Gateway: s.opts.ID, ConnectedAt: c.start.UTC().Truncate(time.Millisecond)})
+	}
 	if err := c.write(protocol.EncodeWelcome(c.id, c.user, s.opts.ID, s.opts.MaxN), s.opts.WriteTimeout); err != nil {
 		_ = c.ws.CloseNow()
+		if joined {
+			s.store.Leave(c.id, protocol.ReasonClosed)
+		}
+		s.untrack(c)
 		s.log.Debug("welcome not delivered", "conn", c.id, "err", err)
 		return
 	}
 	s.framesOut[protocol.TypeWelcome].Inc()
 	removeFromHub := func() {}
-	joined := s.track(c)
 	if joined {
 		removeFromHub = s.hub.Add(c)
-		s.store.Join(protocol.User{ConnID: c.id, User: c.user, Gateway: s.opts.ID, ConnectedAt: c.start.UTC().Truncate(time.Millisecond)})
 	} else { // a drain started during the handshake: never announce it
 		c.kick(reasonDrained, websocket.StatusGoingAway, protocol.RetryReason(s.retryDelay()))
 	}
