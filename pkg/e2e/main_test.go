@@ -118,7 +118,7 @@ func dumpLogs(t *testing.T, c *localcluster.Cluster) {
 	}
 }
 
-// measure logs one figure for E2E.notes.md in a form easy to grep: "MEASURE name: value".
+// measure logs one figure of README.md's failure table in a form easy to grep: "MEASURE name: value".
 func measure(t *testing.T, name string, format string, args ...any) {
 	t.Helper()
 	t.Logf("MEASURE %s: %s", name, fmt.Sprintf(format, args...))
