@@ -40,7 +40,7 @@ func startGateway(t *testing.T) string {
 	b := broker.NewMemory()
 	srv := gateway.NewServer(slog.New(slog.DiscardHandler), metrics.New(), b, presence.NewMemory(), gateway.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.Start(ctx); err != nil {
+	if err := srv.Start(); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
