@@ -238,12 +238,17 @@ func (r *running) wait(t *testing.T, within time.Duration) error {
 }
 
 // waitFor polls until cond holds, failing the test after within.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+// waitFor polls cond; on timeout it fails, adding what the optional detail functions say.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool, detail ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
+			var extra []string
+			for _, d := range detail {
+				extra = append(extra, d())
+			}
+			t.Fatalf("timed out after %s waiting for %s\n%s", within, what, strings.Join(extra, "\n"))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
