@@ -52,7 +52,20 @@ func TestGatewayKill9(t *testing.T) {
 	for _, cl := range victimClients {
 		victimConns = append(victimConns, cl.current().ID)
 	}
+	// Join is written to Redis asynchronously (a socket never waits for Redis), so a welcome can
+	// precede its HSET by a round trip. Kill only once every connection is in ws:presence: an
+	// entry the victim never wrote cannot be swept, and would have no leave event to check.
+	allGateways := map[string]bool{}
+	for _, g := range c.Gateways {
+		allGateways[g.ID] = true
+	}
 	ev := subscribeEvents(t, c.RedisClient())
+	err := waitFor(10*time.Second, 20*time.Millisecond, func() error {
+		return presenceMatches(ctx, c.RedisClient(), liveConns(terms, cs), allGateways, 30)
+	})
+	if err != nil {
+		t.Fatalf("presence before the kill: %v", err)
+	}
 	t.Logf("killing %s (pid %d) with %d real and %d in-process clients", victim.ID, victim.Pid(), len(victimTerms), len(victimClients))
 	if len(victimClients) == 0 {
 		t.Fatalf("no in-process client on %s", victim.ID)
@@ -76,7 +89,7 @@ func TestGatewayKill9(t *testing.T) {
 	}
 	measure(t, "kill9_term_reconnect", "real clients of the killed gateway reconnected within %v", slowest.Round(time.Millisecond))
 	slowest = 0
-	err := waitFor(20*time.Second, 20*time.Millisecond, func() error {
+	err = waitFor(20*time.Second, 20*time.Millisecond, func() error {
 		for _, cl := range victimClients {
 			cur := cl.current()
 			if cur == nil || cur.Gateway == victim.ID {
@@ -94,19 +107,6 @@ func TestGatewayKill9(t *testing.T) {
 	measure(t, "kill9_reconnect", "%d in-process clients of the killed gateway reconnected within %v", len(victimClients), slowest.Round(time.Millisecond))
 
 	// Presence converges to exactly the live connections.
-	live := func() map[string]bool {
-		m := map[string]bool{}
-		for _, tc := range terms {
-			ws := tc.welcomes()
-			m[ws[len(ws)-1].ConnID] = true
-		}
-		for _, cl := range cs {
-			if cur := cl.current(); cur != nil {
-				m[cur.ID] = true
-			}
-		}
-		return m
-	}
 	liveGateways := map[string]bool{}
 	for _, g := range c.Gateways {
 		if g != victim {
@@ -116,7 +116,7 @@ func TestGatewayKill9(t *testing.T) {
 	bound := 2*presenceTTL + 5*time.Second
 	rc := c.RedisClient()
 	err = waitFor(bound-time.Since(killed), 100*time.Millisecond, func() error {
-		return presenceMatches(ctx, rc, live(), liveGateways, 30)
+		return presenceMatches(ctx, rc, liveConns(terms, cs), liveGateways, 30)
 	})
 	if err != nil {
 		t.Fatalf("presence did not converge within %v of the kill: %v", bound, err)
@@ -125,6 +125,22 @@ func TestGatewayKill9(t *testing.T) {
 		victim.ID, time.Since(killed).Round(time.Millisecond), bound, presenceTTL)
 	// Exactly one leave per lost connection, reason gateway_lost, however many gateways swept.
 	ev.checkLeaves(t, victimConns, protocol.ReasonGatewayLost, 5*time.Second)
+}
+
+// liveConns is the set of connection ids the clients hold now: the last welcome of each real
+// client and the current connection of each in-process one.
+func liveConns(terms []*termClient, cs []*client) map[string]bool {
+	m := map[string]bool{}
+	for _, tc := range terms {
+		ws := tc.welcomes()
+		m[ws[len(ws)-1].ConnID] = true
+	}
+	for _, cl := range cs {
+		if cur := cl.current(); cur != nil {
+			m[cur.ID] = true
+		}
+	}
+	return m
 }
 
 // presenceMatches checks that ws:presence holds exactly the connections in live, n of them,
