@@ -36,7 +36,7 @@ type recip struct {
 }
 
 // recipCache maps k to its recip. Like pow5Cache it only holds split sizes
-// k = m<<e (8 <= m < 16) that were used, each about 1.4 times the size of 5^k.
+// k = m<<e (see splitSize) that were used, each about 1.4 times the size of 5^k.
 var recipCache struct {
 	sync.Mutex
 	m map[int]*recip
@@ -97,7 +97,11 @@ func splitBarrett(x *big.Int, k int, r *recip, p *pair) (hi, lo *big.Int) {
 	a, b := new(big.Int), new(big.Int)
 	ih, il := words(r.inv, sw, 1<<62), words(r.inv, 0, sw)
 	nh := words(n1, tw, 1<<62)
-	p.do2(func() { a.Mul(n1, ih) }, func() { b.Mul(nh, il) })
+	do2 := p.do2
+	if k >= waitDigits/2 {
+		do2 = p.offer2 // products of a few ms: worth waking the helper for
+	}
+	do2(func() { a.Mul(n1, ih) }, func() { b.Mul(nh, il) })
 	// q = (a*2^s + b*2^t) >> T, with s >= t or not.
 	s, t := sw*W, tw*W
 	if s >= t {
@@ -117,7 +121,7 @@ func splitBarrett(x *big.Int, k int, r *recip, p *pair) (hi, lo *big.Int) {
 	c, d := new(big.Int), new(big.Int)
 	ql, qh := words(hi, 0, uw), words(hi, uw, rw)
 	p5l := words(r.p5, 0, rw-uw)
-	p.do2(func() { c.Mul(ql, r.p5) }, func() { d.Mul(qh, p5l) })
+	do2(func() { c.Mul(ql, r.p5) }, func() { d.Mul(qh, p5l) })
 	d.Lsh(d, uint(uw*W))
 	c.Add(c, d)
 	rem := new(big.Int).Set(words(n, 0, rw))

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // Run with: go test -run='^$' -bench=. -benchmem ./pkg/fib
@@ -35,6 +36,23 @@ func BenchmarkDecimal(b *testing.B) {
 	for _, n := range benchNs {
 		b.Run(benchName(n), func(b *testing.B) {
 			for b.Loop() {
+				sinkString = Decimal(n)
+			}
+		})
+	}
+}
+
+// BenchmarkDecimalIsolated is Decimal called alone on an idle process (a
+// pause of 2 ms before each call, not timed): no helper from a previous call
+// is still polling, so each call pays the thread wake-up of its own helper.
+// BenchmarkDecimal's back-to-back calls are a busy server's case.
+func BenchmarkDecimalIsolated(b *testing.B) {
+	for _, n := range benchNs[2:] {
+		b.Run(benchName(n), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				time.Sleep(2 * time.Millisecond)
+				b.StartTimer()
 				sinkString = Decimal(n)
 			}
 		})

@@ -54,6 +54,10 @@ func Small(n int) (uint64, bool) {
 // more than it saves. Measured on a 2-core machine (see BENCHMARKS.md).
 var parSqrWords = 256
 
+// longSqrWords is the operand size from which a squaring (about 0.25 ms and
+// more) is offered to the helper even if it is parked (see pair.offer2).
+var longSqrWords = 1024
+
 // Compute returns F(n) exactly (F(0) = 0, F(1) = 1). It panics if n < 0.
 //
 // For n <= 93 it is a table lookup. Above, it uses fast doubling from the top
@@ -77,8 +81,8 @@ func Compute(n int) *big.Int {
 	if n < parMinN {
 		return compute(n, nil)
 	}
-	p := newPair()
-	defer p.close()
+	p := acquirePair()
+	defer p.release()
 	return compute(n, p)
 }
 
@@ -100,9 +104,12 @@ func compute(n int, p *pair) *big.Int {
 	a2, b2 := newBuf(), newBuf()
 	a.SetUint64(smallTable[k])
 	b.SetUint64(smallTable[k-1])
+	p.poke() // the small steps below hide the helper's wake-up
 
 	for i := shift - 1; i >= 0; i-- {
-		if len(b.Bits()) >= parSqrWords {
+		if w := len(b.Bits()); w >= longSqrWords {
+			p.offer2(func() { a2.Mul(a, a) }, func() { b2.Mul(b, b) })
+		} else if w >= parSqrWords {
 			p.do2(func() { a2.Mul(a, a) }, func() { b2.Mul(b, b) })
 		} else {
 			a2.Mul(a, a)

@@ -172,3 +172,53 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// TestPairLingers: a released pair's helper is handed to the next caller
+// while it polls, a second caller meanwhile gets a pair of its own, and a
+// helper nobody takes exits, including one that had blocked mid-call.
+func TestPairLingers(t *testing.T) {
+	defer pairSpin.Store(pairSpin.Load())
+	waitGone := func() {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Second)
+		for (helpers() > 0 || lingering.Load() != nil) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if n := helpers(); n > 0 || lingering.Load() != nil {
+			t.Fatalf("%d helpers still running, lingering %v", n, lingering.Load())
+		}
+	}
+	waitGone()
+
+	pairSpin.Store(int64(time.Minute)) // long enough for the hand-over to be certain
+	p := acquirePair()
+	var x, y int
+	p.do2(func() { x = 1 }, func() { y = 2 })
+	p.release()
+	q := acquirePair()
+	if q != p {
+		t.Fatal("the next caller did not get the lingering pair")
+	}
+	r := acquirePair()
+	if r == q || r == nil {
+		t.Fatal("a concurrent caller did not get a pair of its own")
+	}
+	q.do2(func() { x = 3 }, func() { y = 4 })
+	if x != 3 || y != 4 {
+		t.Fatalf("tasks of the handed-over pair: x=%d y=%d", x, y)
+	}
+	r.release() // lingers
+	q.release() // another one lingers already: closed
+	if lingering.Load() != r {
+		t.Fatal("the first released pair is not the lingering one")
+	}
+	pairSpin.Store(int64(time.Millisecond)) // the helper now stops polling soon
+	waitGone()
+
+	// A helper that blocked during the call (the caller paused longer
+	// than pairSpin) is woken by release and exits.
+	p = acquirePair()
+	time.Sleep(20 * time.Millisecond)
+	p.release()
+	waitGone()
+}

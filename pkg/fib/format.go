@@ -20,14 +20,19 @@ func Decimal(n int) string {
 	if n < parMinN {
 		return Compute(n).String()
 	}
-	p := newPair()
-	defer p.close()
+	p := acquirePair()
+	defer p.release()
 	return formatDecimal(compute(n, p), p)
 }
 
 // splitDigits is the number of digits from which formatDecimal splits the
 // number in two and converts the halves on both goroutines of a pair.
 var splitDigits = 8000
+
+// waitDigits is the number of digits from which formatDecimal splits the
+// number even if the helper is not polling yet: the conversion is long
+// enough (several ms) for the helper's wake-up to pay off.
+var waitDigits = 100000
 
 // formatDecimal returns x >= 0 in decimal, converting two halves at once on p.
 //
@@ -44,7 +49,7 @@ func formatDecimal(x *big.Int, p *pair) string {
 	}
 	// An upper bound on the number of digits.
 	width := int(float64(x.BitLen())*0.30102999566398120) + 1
-	if p == nil || width < splitDigits {
+	if width < splitDigits || !p.ready() && width < waitDigits || p == nil {
 		return x.Text(10)
 	}
 	m, e := splitSize(width)
@@ -57,7 +62,11 @@ func formatDecimal(x *big.Int, p *pair) string {
 	}
 
 	var hs, ls []byte
-	p.do2(func() { hs = hi.Append(nil, 10) }, func() { ls = lo.Append(nil, 10) })
+	do2 := p.do2
+	if width >= waitDigits {
+		do2 = p.offer2
+	}
+	do2(func() { hs = hi.Append(nil, 10) }, func() { ls = lo.Append(nil, 10) })
 	if len(ls) > k {
 		panic("fib: internal error: low half longer than its digits")
 	}
@@ -74,17 +83,23 @@ func formatDecimal(x *big.Int, p *pair) string {
 	return sb.String()
 }
 
-// splitSize returns the split point k = m<<e >= half the width, 8 <= m < 16,
-// so that only a few distinct powers of five are ever needed (see pow5).
+// splitSize returns the split point k = m<<e >= half the width, 16 <= m < 32
+// (for widths of 32 and more), so that only a few distinct powers of five are
+// ever needed (see pow5), while k stays within 1/16 of the half: the
+// conversion of the low half, which has k digits, is not much longer than
+// the high half's.
 func splitSize(width int) (m, e int) {
 	half := (width + 1) / 2
-	e = max(bits.Len(uint(half))-4, 0)
+	e = max(bits.Len(uint(half))-splitBits, 0)
 	m = (half + 1<<e - 1) >> e
-	if m == 16 {
-		m, e = 8, e+1
+	if m == 1<<splitBits {
+		m, e = m/2, e+1
 	}
 	return m, e
 }
+
+// splitBits is the number of significant bits of a split size.
+const splitBits = 5
 
 // split returns hi, lo with x = hi*10^k + lo and 0 <= lo < 10^k, given
 // p5 = 5^k: hi, r = (x >> k) divmod 5^k, lo = r<<k | (x mod 2^k).
@@ -121,14 +136,14 @@ func joinLow(lo, x *big.Int, k int) *big.Int {
 // pow5Cache holds 5^(m<<j) for j = 0, 1, ... for each m, computed by
 // repeated squaring. Entries are immutable once published, so readers share
 // them without copying. For a given largest formatted number X, the memory
-// stays below about 8 * 0.7 * size(X) (8 values of m, each ladder summing to
-// about 0.7 times X's size): under 0.5 MB for F(10^6).
+// stays below about 16 * 0.7 * size(X) (16 values of m, each ladder summing to
+// about 0.7 times X's size): under 1 MB for F(10^6).
 var pow5Cache struct {
 	sync.Mutex
-	ladders [16][]*big.Int
+	ladders [1 << splitBits][]*big.Int
 }
 
-// pow5 returns 5^(m<<e), 1 <= m < 16, computing and caching it if needed.
+// pow5 returns 5^(m<<e), 1 <= m < 1<<splitBits, computing and caching it if needed.
 // The result must not be modified.
 func pow5(m, e int) *big.Int {
 	pow5Cache.Lock()
