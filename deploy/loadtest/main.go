@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -68,6 +69,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		pids    pidList
 		srcBase string
 		asJSON  bool
+		profile string
 	)
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/ws", "gateway WebSocket URL")
 	fs.StringVar(&cfg.Mode, "mode", "idle", "idle, ticks, fib or storm")
@@ -93,6 +95,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.BoolVar(&asJSON, "json", false, "print one JSON line with every figure after the summary")
 	fs.IntVar(&cfg.Procs, "procs", 1, "processes to spread the sockets over (one holds at most ~19k)")
 	fs.IntVar(&cfg.ChildIndex, "child", -1, "internal: this process is child i of a -procs run")
+	fs.StringVar(&profile, "cpuprofile", "", "write the load generator's own CPU profile to this file (child i of -procs: FILE.i)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -113,6 +116,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	perProc := (cfg.N + max(cfg.Procs, 1) - 1) / max(cfg.Procs, 1)
 	if uint64(perProc)+100 > limit {
 		fmt.Fprintf(stderr, "loadtest: warning: %d sockets per process but only %d open files allowed; use -procs\n", perProc, limit)
+	}
+
+	if profile != "" && cfg.Procs <= 1 || cfg.ChildIndex >= 0 && profile != "" {
+		if cfg.ChildIndex >= 0 {
+			profile += "." + strconv.Itoa(cfg.ChildIndex)
+		}
+		stop, err := startProfile(profile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 
 	switch {
@@ -165,6 +179,22 @@ func childArgs(fs *flag.FlagSet, procs, i int) []string {
 		args = append(args, "-"+f.Name+"="+f.Value.String())
 	})
 	return append(args, "-procs="+strconv.Itoa(procs), "-child="+strconv.Itoa(i))
+}
+
+// startProfile starts a CPU profile written to path; stop ends it and closes the file.
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func output(w io.Writer, res loadgen.Result, asJSON bool) {

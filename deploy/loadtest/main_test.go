@@ -76,7 +76,9 @@ func TestProcs(t *testing.T) {
 	url := startGateway(t)
 	t.Setenv(childEnv, "1")
 	var stdout, stderr bytes.Buffer
-	args := []string{"-url", url, "-mode", "ticks", "-n", "41", "-procs", "2", "-duration", "1s", "-grace", "300ms", "-json", "-pid", fmt.Sprint(os.Getpid())}
+	prof := t.TempDir() + "/lg.pprof"
+	args := []string{"-url", url, "-mode", "ticks", "-n", "41", "-procs", "2", "-duration", "1s", "-grace", "300ms", "-json", "-pid", fmt.Sprint(os.Getpid()),
+		"-cpuprofile", prof}
 	if err := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\nstderr: %s", err, stderr.String())
 	}
@@ -93,6 +95,15 @@ func TestProcs(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "sockets: 41 asked, 41 opened") {
 		t.Errorf("no human summary:\n%s", stdout.String())
+	}
+	// Each child profiles itself; the parent only waits.
+	for _, f := range []string{prof + ".0", prof + ".1"} {
+		if st, err := os.Stat(f); err != nil || st.Size() == 0 {
+			t.Errorf("profile %s: %v", f, err)
+		}
+	}
+	if _, err := os.Stat(prof); err == nil {
+		t.Errorf("the parent of a -procs run wrote a profile too")
 	}
 }
 

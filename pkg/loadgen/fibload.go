@@ -50,12 +50,12 @@ func (r *run) fibLoop(ctx context.Context, s *sock) {
 	select {
 	case <-r.fibStart:
 		for range r.cfg.Pipeline {
-			r.fibSend(ctx, s)
+			r.fibSend(s)
 		}
 	case <-ctx.Done():
 	}
 	for {
-		typ, frame, err := s.next(ctx)
+		typ, frame, err := s.next(ioCtx)
 		if err != nil {
 			r.ended(s, err)
 			return
@@ -73,7 +73,7 @@ func (r *run) fibLoop(ctx context.Context, s *sock) {
 		case protocol.TypeFib:
 			r.fibAnswer(s, fr, now)
 			if !r.fibStop.Load() {
-				r.fibSend(ctx, s)
+				r.fibSend(s)
 			}
 		case protocol.TypeError:
 			if _, ok := f.take(fr.ID); !ok && fr.ID != "" {
@@ -84,7 +84,7 @@ func (r *run) fibLoop(ctx context.Context, s *sock) {
 				time.Sleep(r.cfg.RetryAfter) // the gateway asked us to slow down
 			}
 			if !r.fibStop.Load() {
-				r.fibSend(ctx, s)
+				r.fibSend(s)
 			}
 		default:
 			r.countBad("unexpected frame type " + fr.Type)
@@ -96,7 +96,7 @@ func (r *run) fibLoop(ctx context.Context, s *sock) {
 }
 
 // fibSend sends one request with the next id.
-func (r *run) fibSend(ctx context.Context, s *sock) {
+func (r *run) fibSend(s *sock) {
 	f := s.fib
 	n := r.cfg.FibN
 	if r.cfg.FibMax > 0 {
@@ -110,7 +110,7 @@ func (r *run) fibSend(ctx context.Context, s *sock) {
 		return
 	}
 	f.out = append(f.out, pending{id: f.nextID, n: n, sent: time.Now()})
-	if err := s.c.Write(ctx, websocket.MessageText, f.encBuf.Bytes()); err != nil {
+	if err := s.c.Write(ioCtx, websocket.MessageText, f.encBuf.Bytes()); err != nil {
 		return // the reader sees the connection end
 	}
 	r.fibSent.Add(1)

@@ -41,6 +41,7 @@ type run struct {
 
 	mu          sync.Mutex
 	socks       []*sock
+	hardStopped bool // the run's context ended: every socket was closed (see hardStop)
 	failReasons map[string]int
 	dropped     map[string]int
 	bad         map[string]int
@@ -114,6 +115,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			return Result{}, err
 		}
 	}
+	// Sockets read and write with a context that is never cancelled (ioCtx); the run's own
+	// deadline closes them all at once instead.
+	defer context.AfterFunc(ctx, r.hardStop)()
 	probe.mark(phaseStart)
 	t0 := time.Now()
 	r.open(ctx, n, t0)
@@ -262,9 +266,32 @@ func (r *run) connect(ctx context.Context, i int) (*sock, error) {
 	}
 	r.mu.Lock()
 	r.socks = append(r.socks, s)
+	stopped := r.hardStopped
 	r.mu.Unlock()
+	if stopped {
+		c.CloseNow() // opened just as the run ended: hardStop has not seen it
+	}
 	r.opened.Add(1)
 	return s, nil
+}
+
+// ioCtx is the context of every read and write on an open socket. A cancellable context
+// would cost a context.AfterFunc registration on the run's context per frame (coder/websocket
+// watches it for the duration of each call): with tens of thousands of sockets they all
+// contend on that one context's lock. hardStop ends the sockets instead.
+var ioCtx = context.Background()
+
+// hardStop closes every open socket at once, without a close handshake: the run's context
+// (its -timeout, or an interrupt) has ended.
+func (r *run) hardStop() {
+	r.closing.Store(true) // the sockets ending now are not drops
+	r.mu.Lock()
+	r.hardStopped = true
+	socks := r.socks
+	r.mu.Unlock()
+	for _, s := range socks {
+		s.c.CloseNow()
+	}
 }
 
 // fail counts k failed sockets under a short form of err (the first line, without addresses

@@ -175,3 +175,21 @@ func TestShare(t *testing.T) {
 		t.Errorf("45000 sockets: %d source addresses, want 4", got)
 	}
 }
+
+// TestTimeoutStopsRun: the run's hard stop (-timeout) ends every socket at once, though they
+// read without a cancellable context, and the run returns what it measured so far.
+func TestTimeoutStopsRun(t *testing.T) {
+	url := startGateway(t, gateway.Options{})
+	const n = 20
+	start := time.Now()
+	res, err := Run(context.Background(), Config{URL: url, Mode: ModeTicks, N: n, Duration: time.Minute, Timeout: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Run returned %v after its 1.5 s timeout", d)
+	}
+	if res.Opened != n || len(res.Dropped) > 0 || res.WindowSec > 5 {
+		t.Errorf("opened %d, dropped %v, window %.1fs", res.Opened, res.Dropped, res.WindowSec)
+	}
+}

@@ -138,7 +138,7 @@ func (r *run) readLoop(ctx context.Context, s *sock) {
 		return
 	}
 	for {
-		typ, frame, err := s.next(ctx)
+		typ, frame, err := s.next(ioCtx)
 		if err != nil {
 			r.ended(s, err)
 			return
