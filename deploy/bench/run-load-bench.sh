@@ -4,26 +4,33 @@
 # per run, so each RSS baseline is a fresh process. Everything started here is killed by PID.
 #
 #   deploy/bench/run-load-bench.sh [RUN ...]     RUN: idle10k idle19k storm10k ticks10k fib90 fibrand
-#                                                 scale50k (default: all but scale50k);
+#                                                 scale50k scale50k-lb (default: all but the scale runs);
 #                                                 MODE=standalone for no Redis
 #
 # scale50k: three gateways in cluster mode hold 50,001 sockets together (16,667 each, one load
 # process per gateway, since one process may open at most 20,000 files here), every socket
 # checked for every tick.
+# scale50k-lb: the same 50,001 sockets through HAProxy: `deploy/cluster up -lb-procs 6` (Redis,
+# two tickers, three gateways, six single-threaded HAProxy processes on one port, since each
+# proxies at most ~9,500 connections under that limit), three load processes, 300 handshakes/s.
 # Extra gateway settings come from the environment, e.g. GOMEMLIMIT=600MiB deploy/bench/...
 # GATEWAY_BIN=path measures another gateway binary (e.g. one built from an older commit, to
 # compare before and after back to back).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(mktemp -d /tmp/loadbench.XXXXXX)
-go build -o "$out/" ./gateway ./ticker ./deploy/loadtest
+go build -o "$out/" ./gateway ./ticker ./deploy/loadtest ./deploy/cluster
 [ -z "${GATEWAY_BIN:-}" ] || cp "$GATEWAY_BIN" "$out/gateway"
 ulimit -n "$(ulimit -Hn)"
 runs=("$@"); [ ${#runs[@]} -gt 0 ] || runs=(idle10k idle19k storm10k ticks10k fib90 fibrand)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ ! -f "$out/c50/state.json" ] || "$out/cluster" down -dir "$out/c50" >/dev/null 2>&1 || true
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 redis_env=()
@@ -58,6 +65,18 @@ for run in "${runs[@]}"; do
     for p in "${lts[@]}"; do wait "$p"; done
     for i in 1 2 3; do echo "-- gateway $i"; grep -vE '^\{' "$out/scale$i.out"; done
     kill "${gws[@]}"; wait "${gws[@]}" 2>/dev/null || true
+    continue
+  fi
+  if [ "$run" = scale50k-lb ]; then
+    echo "== scale50k-lb: 3 gateways behind 6 HAProxy processes, cluster mode, loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+    lbport=$(free_port)
+    "$out/cluster" up -dir "$out/c50" -lb-port "$lbport" -lb-procs 6 >"$out/c50.up.log" 2>&1 || { cat "$out/c50.up.log"; exit 1; }
+    gwpids=$(python3 -c 'import json,sys; print(",".join(str(p["pid"]) for p in json.load(open(sys.argv[1]))["procs"] if p["kind"] == "gateway"))' "$out/c50/state.json")
+    # -grace 8s: on two saturated cores the last ticks of the window arrive seconds late.
+    "$out/loadtest" -url "ws://127.0.0.1:$lbport/ws" -pid "$gwpids" -src-base "127.0.$src.2" -json \
+      -mode ticks -n 50001 -procs 3 -rate 300 -inflight 150 -duration 30s -grace 8s -timeout 10m || true
+    "$out/cluster" down -dir "$out/c50"
+    src=$((src + 6))
     continue
   fi
   case $run in

@@ -113,11 +113,12 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	tickers := fs.Int("tickers", 2, "number of tickers")
 	dir := fs.String("dir", ".cluster", "directory for logs, binaries and state.json")
 	lbPort := fs.Int("lb-port", 8080, "HAProxy port on 127.0.0.1")
+	lbProcs := fs.Int("lb-procs", 1, "HAProxy processes sharing the port, single-threaded when several\n(each proxies at most ~half the open-file limit: 6 for 50k sockets under 20,000 files)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *gateways < 1 || *tickers < 1 {
-		return errors.New("up: -gateways and -tickers must be at least 1")
+	if *gateways < 1 || *tickers < 1 || *lbProcs < 1 {
+		return errors.New("up: -gateways, -tickers and -lb-procs must be at least 1")
 	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
@@ -153,7 +154,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	c, err := localcluster.Start(startCtx, localcluster.Options{
-		Dir: abs, BinDir: bin, Gateways: *gateways, Tickers: *tickers, LBPort: *lbPort,
+		Dir: abs, BinDir: bin, Gateways: *gateways, Tickers: *tickers, LBPort: *lbPort, LBProcs: *lbProcs,
 		Detached: true, Stdout: stdout,
 	})
 	if err != nil {
@@ -183,7 +184,9 @@ func stateOf(c *localcluster.Cluster) *State {
 	for _, t := range c.Tickers {
 		add(t, "ticker", "")
 	}
-	add(c.LB, "haproxy", c.LBAddr)
+	for _, lb := range c.LBs {
+		add(lb, "haproxy", c.LBAddr)
+	}
 	add(c.Redis, "redis", c.RedisAddr)
 	// The drain timeout follows the gateways' SHUTDOWN_TIMEOUT, which they read from the
 	// inherited environment.

@@ -88,6 +88,7 @@ func TestHAProxyConfigValid(t *testing.T) {
 		Servers:   []string{"127.0.0.1:18081", "127.0.0.1:18082", "localhost:18083"},
 		Bind:      "127.0.0.1:18080",
 		StatsBind: "127.0.0.1:18404",
+		Threads:   1,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ func TestRenderRejects(t *testing.T) {
 		"bind with comment":   {Docker: true, Bind: ":8080#x"},
 		"stats same as bind":  {Docker: true, StatsBind: ":8080"},
 		"negative maxconn":    {Docker: true, MaxConn: -1},
+		"negative threads":    {Docker: true, Threads: -1},
 	} {
 		var b strings.Builder
 		if err := Render(&b, c); err == nil {
@@ -47,7 +48,7 @@ func TestRenderServers(t *testing.T) {
 			t.Errorf("rendered config lacks %q:\n%s", strings.TrimSpace(want), out)
 		}
 	}
-	for _, unwanted := range []string{"resolvers", "server-template", "frontend stats"} {
+	for _, unwanted := range []string{"resolvers", "server-template", "frontend stats", "nbthread"} {
 		if strings.Contains(out, unwanted) {
 			t.Errorf("static config contains %q", unwanted)
 		}
@@ -81,5 +82,16 @@ func TestMaxConnFor(t *testing.T) {
 		if got := MaxConnFor(nofile); got != want {
 			t.Errorf("MaxConnFor(%d) = %d, want %d", nofile, got, want)
 		}
+	}
+}
+
+func TestRenderThreads(t *testing.T) {
+	var b strings.Builder
+	if err := Render(&b, Config{Servers: []string{"127.0.0.1:9001"}, Threads: 1}); err != nil {
+		t.Fatal(err)
+	}
+	global, _, _ := strings.Cut(b.String(), "\ndefaults")
+	if !strings.Contains(global, "\n    nbthread 1\n") {
+		t.Errorf("global section lacks nbthread 1:\n%s", global)
 	}
 }

@@ -75,6 +75,11 @@ type Options struct {
 	RedisURL string
 	// LBPort is HAProxy's port on 127.0.0.1. Defaults to a free port.
 	LBPort int
+	// LBProcs is the number of HAProxy processes sharing LBPort (SO_REUSEPORT: the kernel
+	// spreads new connections over them), each single-threaded when there are several. Each
+	// process proxies at most MaxConn() connections (two files each under the open-file
+	// limit), so N processes hold N times as many. Defaults to 1 (HAProxy's own threads).
+	LBProcs int
 	// Detached starts every process in a session of its own, without tying its life to this
 	// process, so the cluster outlives the program that started it (deploy/cluster up).
 	Detached bool
@@ -98,8 +103,10 @@ type Cluster struct {
 	Tickers []*Proc
 	// Gateways are "gw1".."gwN", in the order of HAProxy's server lines.
 	Gateways []*Gateway
-	// LB is the HAProxy process; nil with Options.NoLB.
+	// LB is the HAProxy process (the first one with Options.LBProcs); nil with Options.NoLB.
 	LB *Proc
+	// LBs are every HAProxy process: LB, then "haproxy2".."haproxyN" with Options.LBProcs.
+	LBs []*Proc
 
 	opts   Options
 	bin    string // BinDir
@@ -366,7 +373,11 @@ func (c *Cluster) startLB(ctx context.Context) error {
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		var cfg strings.Builder
-		if err := lbconfig.Render(&cfg, lbconfig.Config{Servers: servers, Bind: addr, MaxConn: MaxConn()}); err != nil {
+		lc := lbconfig.Config{Servers: servers, Bind: addr, MaxConn: MaxConn()}
+		if c.opts.LBProcs > 1 {
+			lc.Threads = 1 // the processes are the parallelism
+		}
+		if err := lbconfig.Render(&cfg, lc); err != nil {
 			return fmt.Errorf("localcluster: %w", err)
 		}
 		if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
@@ -376,16 +387,46 @@ func (c *Cluster) startLB(ctx context.Context) error {
 		if err := p.Start(); err != nil {
 			return err
 		}
-		c.LB, c.LBAddr = p, addr
+		c.LB, c.LBAddr, c.LBs = p, addr, []*Proc{p}
 		if lastErr = poll(ctx, lbStartTimeout, p, func() error { return httpOK(ctx, hc, "http://"+addr+"/healthz") }); lastErr == nil {
 			fmt.Fprintf(c.out, "haproxy on %s pid %d (maxconn %d)\n", addr, p.Pid(), MaxConn())
-			return nil
+			return c.startMoreLBs(ctx, bin, cfgPath)
 		}
 		if p.Running() || c.opts.LBPort != 0 || ctx.Err() != nil || !portClash(p) {
 			return lastErr
 		}
 	}
 	return lastErr
+}
+
+// startMoreLBs starts HAProxy processes 2..Options.LBProcs on the first one's config and port,
+// which HAProxy binds with SO_REUSEPORT.
+func (c *Cluster) startMoreLBs(ctx context.Context, bin, cfgPath string) error {
+	for i := 2; i <= c.opts.LBProcs; i++ {
+		p := c.newProc("haproxy"+strconv.Itoa(i), bin, []string{"-db", "-f", cfgPath}, os.Environ())
+		if err := p.Start(); err != nil {
+			return err
+		}
+		c.LBs = append(c.LBs, p)
+	}
+	if len(c.LBs) == 1 {
+		return nil
+	}
+	// A process that cannot bind or parse its config exits at once. A health check through the
+	// port proves nothing about one process (any of them may answer it), so give them time to
+	// fail instead.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(300 * time.Millisecond):
+	}
+	for i, p := range c.LBs[1:] {
+		if !p.Running() {
+			return fmt.Errorf("localcluster: %s exited at start; log:\n%s", p.Name, p.logTail(2000))
+		}
+		fmt.Fprintf(c.out, "%s on %s pid %d (maxconn %d, SO_REUSEPORT, process %d of %d)\n", p.Name, c.LBAddr, p.Pid(), MaxConn(), i+2, len(c.LBs))
+	}
+	return nil
 }
 
 // portClash reports whether p's log says its port was taken (between FreePort and its bind).
@@ -525,7 +566,7 @@ func (c *Cluster) Stop() error {
 	}
 	termAll(gws, c.ShutdownTimeout()+termSlack)
 	termAll(c.Tickers, termSlack)
-	termAll([]*Proc{c.LB}, termSlack)
+	termAll(c.LBs, termSlack)
 	c.mu.Lock()
 	if c.client != nil {
 		_ = c.client.Close()

@@ -2,6 +2,7 @@ package localcluster_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -157,4 +158,52 @@ func sharedBin(t *testing.T) string {
 		}
 	}
 	return dir
+}
+
+// TestSeveralLBs: with LBProcs 3, three single-threaded HAProxy processes share the port, each
+// accepting on its own (SO_REUSEPORT): the port still answers with any two of them dead.
+func TestSeveralLBs(t *testing.T) {
+	integration.Need(t, "redis-server")
+	integration.Need(t, "haproxy")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Gateways: 1, Tickers: 1, LBProcs: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	if len(c.LBs) != 3 || c.LBs[0] != c.LB || c.LBs[2].Name != "haproxy3" {
+		t.Fatalf("LBs %v, LB %v", c.LBs, c.LB)
+	}
+	cfg, err := os.ReadFile(filepath.Join(dir, "haproxy.cfg"))
+	if err != nil || !strings.Contains(string(cfg), "\n    nbthread 1\n") {
+		t.Fatalf("haproxy.cfg (%v) lacks nbthread 1:\n%s", err, cfg)
+	}
+	healthy := func() error {
+		hc := &http.Client{Timeout: 2 * time.Second}
+		for range 20 { // fresh connections, spread over the listeners by the kernel
+			resp, err := hc.Get("http://" + c.LBAddr + "/healthz")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			hc.CloseIdleConnections()
+			if resp.StatusCode != 200 {
+				return errors.New(resp.Status)
+			}
+		}
+		return nil
+	}
+	if err := healthy(); err != nil {
+		t.Fatal(err)
+	}
+	for i, kill := range []int{0, 2} {
+		if err := c.LBs[kill].Kill(); err != nil {
+			t.Fatal(err)
+		}
+		if err := healthy(); err != nil {
+			t.Fatalf("after killing %d of 3 HAProxy processes: %v", i+1, err)
+		}
+	}
 }
