@@ -207,12 +207,20 @@ func (c *conn) schedulePing() {
 	c.ping = time.AfterFunc(d, c.doPing)
 }
 
+// pingTimedOut tells a failed Ping of a live connection (no pong, or a stuck write, within
+// PingTimeout) from one of a connection that is already closing, e.g. because the client's
+// close frame arrived while the ping waited for its pong: the reader records why that one
+// ended, and it is not a ping timeout.
+func pingTimedOut(err error) bool {
+	return err != nil && !errors.Is(err, net.ErrClosed)
+}
+
 func (c *conn) doPing() {
 	ctx, cancel := context.WithTimeout(context.Background(), c.s.opts.PingTimeout)
 	err := c.ws.Ping(ctx)
 	cancel()
 	if err != nil {
-		if !c.ended.Load() {
+		if pingTimedOut(err) && !c.ended.Load() {
 			c.kick(reasonPingTimeout, websocket.StatusPolicyViolation, "ping timeout")
 		}
 		return
