@@ -82,9 +82,10 @@ func words(x *big.Int, from, to int) *big.Int {
 }
 
 // splitBarrett is split (x = hi*10^k + lo, 0 <= lo < 10^k) with the
-// quotient and remainder products run on p. It requires x < 10^(2k), which
+// quotient and remainder products each cut in two parts run by run (a pair's
+// do2 or offer2, or a nil pair's: sequentially). It requires x < 10^(2k), which
 // splitSize guarantees (k >= half the width).
-func splitBarrett(x *big.Int, k int, r *recip, p *pair) (hi, lo *big.Int) {
+func splitBarrett(x *big.Int, k int, r *recip, run func(a, b func())) (hi, lo *big.Int) {
 	const W = bits.UintSize
 	n := new(big.Int).Rsh(x, uint(k)) // hi, lo' = n divmod 5^k
 	// q ≈ floor(n1*inv / 2^T) with n1 = n >> (bp-1) < 2^T.
@@ -97,11 +98,7 @@ func splitBarrett(x *big.Int, k int, r *recip, p *pair) (hi, lo *big.Int) {
 	a, b := new(big.Int), new(big.Int)
 	ih, il := words(r.inv, sw, 1<<62), words(r.inv, 0, sw)
 	nh := words(n1, tw, 1<<62)
-	do2 := p.do2
-	if k >= waitDigits/2 {
-		do2 = p.offer2 // products of a few ms: worth waking the helper for
-	}
-	do2(func() { a.Mul(n1, ih) }, func() { b.Mul(nh, il) })
+	run(func() { a.Mul(n1, ih) }, func() { b.Mul(nh, il) })
 	// q = (a*2^s + b*2^t) >> T, with s >= t or not.
 	s, t := sw*W, tw*W
 	if s >= t {
@@ -121,7 +118,7 @@ func splitBarrett(x *big.Int, k int, r *recip, p *pair) (hi, lo *big.Int) {
 	c, d := new(big.Int), new(big.Int)
 	ql, qh := words(hi, 0, uw), words(hi, uw, rw)
 	p5l := words(r.p5, 0, rw-uw)
-	do2(func() { c.Mul(ql, r.p5) }, func() { d.Mul(qh, p5l) })
+	run(func() { c.Mul(ql, r.p5) }, func() { d.Mul(qh, p5l) })
 	d.Lsh(d, uint(uw*W))
 	c.Add(c, d)
 	rem := new(big.Int).Set(words(n, 0, rw))

@@ -29,7 +29,7 @@ func TestSplitBarrett(t *testing.T) {
 		x := new(big.Int).Mul(hi, p10)
 		x.Add(x, lo)
 		for _, pp := range []*pair{nil, p} {
-			gh, gl := splitBarrett(x, k, recipFor(m, e), pp)
+			gh, gl := splitBarrett(x, k, recipFor(m, e), pp.offer2)
 			if gh.Cmp(hi) != 0 || gl.Cmp(lo) != 0 {
 				t.Fatalf("splitBarrett(k=%d, case %d): got %s, %s; want %s, %s", k, i%5, gh, gl, hi, lo)
 			}
@@ -50,12 +50,12 @@ func BenchmarkSplit(b *testing.B) {
 		p := newPair()
 		b.Run(benchName(n)+"/Barrett", func(b *testing.B) {
 			for b.Loop() {
-				splitBarrett(x, k, recipFor(m, e), p)
+				splitBarrett(x, k, recipFor(m, e), p.offer2)
 			}
 		})
 		b.Run(benchName(n)+"/Barrett-seq", func(b *testing.B) {
 			for b.Loop() {
-				splitBarrett(x, k, recipFor(m, e), nil)
+				splitBarrett(x, k, recipFor(m, e), (*pair)(nil).do2)
 			}
 		})
 		p.close()

@@ -49,24 +49,24 @@ func formatDecimal(x *big.Int, p *pair) string {
 	}
 	// An upper bound on the number of digits.
 	width := int(float64(x.BitLen())*0.30102999566398120) + 1
-	if width < splitDigits || !p.ready() && width < waitDigits || p == nil {
+	if p == nil || width < splitDigits || !p.ready() && width < waitDigits {
 		return x.Text(10)
+	}
+	run := p.do2 // to the helper only if it is polling
+	if width >= waitDigits {
+		run = p.offer2 // long enough to be worth waking it
 	}
 	m, e := splitSize(width)
 	k := m << e
 	var hi, lo *big.Int
 	if k >= barrettMinDigits {
-		hi, lo = splitBarrett(x, k, recipFor(m, e), p)
+		hi, lo = splitBarrett(x, k, recipFor(m, e), run)
 	} else {
 		hi, lo = split(x, k, pow5(m, e))
 	}
 
 	var hs, ls []byte
-	do2 := p.do2
-	if width >= waitDigits {
-		do2 = p.offer2
-	}
-	do2(func() { hs = hi.Append(nil, 10) }, func() { ls = lo.Append(nil, 10) })
+	run(func() { hs = hi.Append(nil, 10) }, func() { ls = lo.Append(nil, 10) })
 	if len(ls) > k {
 		panic("fib: internal error: low half longer than its digits")
 	}
