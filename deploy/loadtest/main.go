@@ -118,7 +118,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "loadtest: warning: %d sockets per process but only %d open files allowed; use -procs\n", perProc, limit)
 	}
 
-	if profile != "" && cfg.Procs <= 1 || cfg.ChildIndex >= 0 && profile != "" {
+	if profile != "" && (cfg.Procs <= 1 || cfg.ChildIndex >= 0) { // a -procs parent only waits
 		if cfg.ChildIndex >= 0 {
 			profile += "." + strconv.Itoa(cfg.ChildIndex)
 		}

@@ -23,7 +23,7 @@ type Config struct {
 	N        int           // sockets. Defaults to 1000.
 	Inflight int           // handshakes in flight at once. Defaults to 200.
 	Rate     float64       // handshakes started per second; 0 means as fast as Inflight allows.
-	Hold     time.Duration // idle: how long to hold the sockets open. Defaults to 10s.
+	Hold     time.Duration // idle: how long to hold the sockets open; storm: longest wait for presence. Defaults to 10s.
 	Duration time.Duration // ticks, fib: measurement window. Defaults to 10s.
 	Grace    time.Duration // after the window: late ticks / outstanding answers. Defaults to 2s.
 	Timeout  time.Duration // hard stop of the whole run. Defaults to hold or duration + 2m.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,8 +29,7 @@ type dialer struct {
 func newDialer(url string, srcs []net.IP, readLimit int64) *dialer {
 	d := &dialer{url: url, limit: readLimit}
 	if len(srcs) == 0 {
-		d.clients = []*http.Client{newHTTPClient(nil)}
-		return d
+		srcs = []net.IP{nil}
 	}
 	for _, ip := range srcs {
 		d.clients = append(d.clients, newHTTPClient(ip))
@@ -56,17 +56,14 @@ func newHTTPClient(src net.IP) *http.Client {
 	}}
 }
 
-// dial opens socket i (as user) and reads its welcome frame into buf, so a socket counts as
-// open only once the gateway has registered it.
+// dial opens socket i (as user, when not empty) from its source address and sets its read
+// limit; the caller reads the welcome.
 func (d *dialer) dial(ctx context.Context, i int, user string) (*websocket.Conn, error) {
 	u := d.url
 	if user != "" {
 		sep := "?"
-		for j := range len(u) {
-			if u[j] == '?' {
-				sep = "&"
-				break
-			}
+		if strings.Contains(u, "?") {
+			sep = "&"
 		}
 		u += sep + "user=" + user
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"math/big"
+	"math/bits"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -57,7 +58,7 @@ func (r *run) fibLoop(ctx context.Context, s *sock) {
 	for {
 		typ, frame, err := s.next(ioCtx)
 		if err != nil {
-			r.ended(s, err)
+			r.ended(err)
 			return
 		}
 		now := time.Now()
@@ -173,7 +174,7 @@ func (r *run) countFibError(code string) {
 func fibDecimal(n int) string {
 	a, b := big.NewInt(0), big.NewInt(1) // F(k), F(k+1) with k = 0
 	t1, t2 := new(big.Int), new(big.Int)
-	for i := bitLen(n) - 1; i >= 0; i-- {
+	for i := bits.Len(uint(n)) - 1; i >= 0; i-- {
 		// F(2k) = F(k)·(2F(k+1) − F(k)); F(2k+1) = F(k)² + F(k+1)².
 		t1.Lsh(b, 1).Sub(t1, a).Mul(t1, a)
 		t2.Mul(a, a)
@@ -185,13 +186,4 @@ func fibDecimal(n int) string {
 		}
 	}
 	return a.String()
-}
-
-func bitLen(n int) int {
-	l := 0
-	for n > 0 {
-		l++
-		n >>= 1
-	}
-	return l
 }

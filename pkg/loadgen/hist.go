@@ -24,11 +24,10 @@ const (
 // Histogram counts durations. Record is lock-free, so every reader goroutine records into one
 // shared histogram without contention worth measuring.
 type Histogram struct {
-	counts [histBucket]atomic.Uint64
-	n      atomic.Uint64
-	sum    atomic.Uint64 // µs
-	max    atomic.Uint64 // µs
-	neg    atomic.Uint64 // negative inputs, recorded as 0 (clock steps, bad tick times)
+	counts [histBucket]atomic.Uint64 // their sum is the number of values
+	sum    atomic.Uint64             // µs
+	max    atomic.Uint64             // µs
+	neg    atomic.Uint64             // negative inputs, recorded as 0 (clock steps, bad tick times)
 }
 
 func bucketOf(us uint64) int {
@@ -61,7 +60,6 @@ func (h *Histogram) Record(d time.Duration) {
 	}
 	u := uint64(us)
 	h.counts[bucketOf(u)].Add(1)
-	h.n.Add(1)
 	h.sum.Add(u)
 	for {
 		m := h.max.Load()
@@ -71,15 +69,13 @@ func (h *Histogram) Record(d time.Duration) {
 	}
 }
 
-// Count is the number of recorded values.
-func (h *Histogram) Count() uint64 { return h.n.Load() }
-
 // Snapshot copies the histogram into its mergeable, JSON-friendly form.
 func (h *Histogram) Snapshot() HistSnapshot {
-	s := HistSnapshot{N: h.n.Load(), SumUS: h.sum.Load(), MaxUS: h.max.Load(), Negative: h.neg.Load()}
+	s := HistSnapshot{SumUS: h.sum.Load(), MaxUS: h.max.Load(), Negative: h.neg.Load()}
 	for i := range h.counts {
 		if c := h.counts[i].Load(); c > 0 {
 			s.Buckets = append(s.Buckets, [2]uint64{uint64(i), c})
+			s.N += c
 		}
 	}
 	return s
@@ -156,16 +152,4 @@ type Latency struct {
 	MaxMS    float64 `json:"max_ms"`
 	MeanMS   float64 `json:"mean_ms"`
 	Negative uint64  `json:"negative,omitempty"` // samples below zero, counted as 0
-}
-
-// Percentile returns the p-th percentile (0 < p ≤ 100) of sorted by nearest rank: the
-// smallest value with at least p % of the values at or below it. So for 1..100, p50 is 50 and
-// p99 is 99. sorted must be in ascending order; an empty slice gives 0.
-func Percentile(sorted []float64, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
-	rank = min(max(rank, 1), len(sorted))
-	return sorted[rank-1]
 }

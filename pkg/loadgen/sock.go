@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -19,11 +20,9 @@ type sock struct {
 	buf []byte // reused for every frame: no allocation per tick
 
 	// Ticks whose time is in the window.
-	lastSeq            int64
-	ticks, gaps, dups  int64
-	minSeq, maxSeq     int64
-	endErr             error // why the reader stopped
-	endedBeforeClosing bool
+	lastSeq           int64
+	ticks, gaps, dups int64
+	minSeq, maxSeq    int64
 
 	fib *fibSock // fib mode only
 }
@@ -140,7 +139,7 @@ func (r *run) readLoop(ctx context.Context, s *sock) {
 	for {
 		typ, frame, err := s.next(ioCtx)
 		if err != nil {
-			r.ended(s, err)
+			r.ended(err)
 			return
 		}
 		now := time.Now()
@@ -156,16 +155,14 @@ func (r *run) readLoop(ctx context.Context, s *sock) {
 
 // ended records why a socket's reader stopped; a socket that ends before the run closes it
 // is a drop, counted by close code.
-func (r *run) ended(s *sock, err error) {
-	s.endErr = err
+func (r *run) ended(err error) {
 	if r.closing.Load() {
 		return
 	}
-	s.endedBeforeClosing = true
 	code := "error"
 	if st := websocket.CloseStatus(err); st != -1 {
 		code = fmt.Sprint(int(st))
-	} else if err == io.EOF || bytes.Contains([]byte(err.Error()), []byte("EOF")) {
+	} else if strings.Contains(err.Error(), "EOF") { // io.EOF or a wrapped unexpected EOF
 		code = "eof"
 	}
 	r.mu.Lock()
