@@ -322,10 +322,11 @@ func (r *Redis) resubscribed(cause string) {
 	}
 }
 
-// Ready pings Redis, then checks the canary: when ticker:last is more than 2 ahead of both the
-// newest seq received and the value seen at (re)subscription, the subscription is deaf, so
+// Ready checks the canary, in one round trip: when ticker:last is more than 2 ahead of both
+// the newest seq received and the value seen at (re)subscription, the subscription is deaf, so
 // Ready replaces it (bounded by ctx) and reports an error this time. A missing ticker:last
-// (no ticker running) is fine. Before the first Subscribe only the ping counts.
+// (no ticker running) is fine; an unreachable Redis is not. Before the first Subscribe there
+// is no canary to read, and Ready only pings.
 func (r *Redis) Ready(ctx context.Context) error {
 	r.mu.Lock()
 	closed, subscribed := r.closed, r.ps != nil
@@ -333,12 +334,13 @@ func (r *Redis) Ready(ctx context.Context) error {
 	if closed {
 		return ErrClosed
 	}
-	if err := r.client.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("broker: ready: ping: %w", err)
-	}
 	if !subscribed {
+		if err := r.client.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("broker: ready: ping: %w", err)
+		}
 		return nil
 	}
+	// The GET doubles as the reachability check: no separate PING.
 	last, err := r.client.Get(ctx, r.lastKey).Int64()
 	if errors.Is(err, redis.Nil) {
 		return nil

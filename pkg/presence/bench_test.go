@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/redistest"
 )
@@ -19,10 +17,7 @@ func BenchmarkRedisJoinBurst(b *testing.B) {
 	srv := redistest.Start(b)
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("joins=%d", n), func(b *testing.B) {
-			c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-			defer c.Close()
-			var rt roundTrips
-			c.AddHook(&rt)
+			c, rt := countedClient(b, srv.Addr())
 			check := srv.Client()
 			var trips int64
 			for i := range b.N {

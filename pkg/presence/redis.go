@@ -63,7 +63,7 @@ type Redis struct {
 	pending []change                 // not yet written, oldest first
 	closed  bool
 
-	resync atomic.Bool   // a full write-back was asked for
+	resync atomic.Bool   // a full write-back is due (at start, after a failure, or asked for)
 	wake   chan struct{} // cap 1: something to write
 	ctx    context.Context
 	stop   context.CancelFunc // ends the background goroutines and their round trips
@@ -140,7 +140,8 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 		wake:    make(chan struct{}, 1),
 	}
 	r.ctx, r.stop = context.WithCancel(context.Background())
-	r.signal() // the first write registers the gateway
+	r.resync.Store(true) // the first write is a full write-back: it registers the gateway
+	r.signal()
 	r.wg.Add(2)
 	go r.write()
 	go r.sweepLoop()

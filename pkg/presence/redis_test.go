@@ -167,6 +167,16 @@ type roundTrips struct {
 	pipelines, commands, published atomic.Int64
 }
 
+// countedClient returns a client of addr that counts its round trips, closed when the test
+// ends: after the stores made later, since cleanups run last-in first-out.
+func countedClient(tb testing.TB, addr string) (*redis.Client, *roundTrips) {
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	tb.Cleanup(func() { c.Close() })
+	rt := &roundTrips{}
+	c.AddHook(rt)
+	return c, rt
+}
+
 func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
@@ -191,10 +201,7 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 func TestRedisBatching(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { c.Close() }) // after the store's Close (cleanups run last-in first-out)
-	var rt roundTrips
-	c.AddHook(&rt)
+	c, rt := countedClient(t, srv.Addr())
 	prefix := redistest.Prefix(t)
 	m := metrics.New()
 	s := newTestStore(t, c, prefix, "gw-batch", 5*time.Second, m)
@@ -257,10 +264,7 @@ func TestRedisDownThenUp(t *testing.T) {
 func TestRedisWriteBackAfterRestart(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { c.Close() }) // after the store's Close (cleanups run last-in first-out)
-	var rt roundTrips
-	c.AddHook(&rt)
+	c, rt := countedClient(t, srv.Addr())
 	prefix := redistest.Prefix(t)
 	// The default-like TTL of 3 s: a heartbeat every second.
 	s := newTestStore(t, c, prefix, "gw-wb", 3*time.Second, nil)

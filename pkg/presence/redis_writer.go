@@ -29,12 +29,11 @@ func (r *Redis) write() {
 	hb := time.NewTicker(r.ttl / 3)
 	defer hb.Stop()
 	var (
-		retry    <-chan time.Time // non-nil while backing off
-		backoff  time.Duration
-		needFull = true // the first write is a full write-back: heartbeat and gateways set
-		hbDue    bool
+		retry   <-chan time.Time // non-nil while backing off
+		backoff time.Duration
 	)
 	for {
+		hbDue := false // a failed round trip asks for a write-back, which includes the heartbeat
 		select {
 		case <-r.ctx.Done():
 			return
@@ -54,7 +53,7 @@ func (r *Redis) write() {
 			continue // backing off: the queue waits for the retry
 		}
 		ctx, cancel := context.WithTimeout(r.ctx, opTimeout)
-		err := r.sync(ctx, &needFull, &hbDue)
+		err := r.sync(ctx, hbDue)
 		cancel()
 		if err == nil {
 			if backoff > 0 {
@@ -69,34 +68,31 @@ func (r *Redis) write() {
 		if backoff == 0 {
 			r.log.Warn("presence: redis write failed, retrying", "err", err)
 		}
-		needFull = true // Redis may come back empty: write everything back first
+		r.resync.Store(true) // Redis may come back empty: write everything back first
 		backoff = min(max(2*backoff, minBackoff), maxBackoff)
 		retry = time.After(backoff)
 	}
 }
 
-// sync does whatever is due: a full write-back, the heartbeat, then the queue in batches.
-func (r *Redis) sync(ctx context.Context, needFull, hbDue *bool) error {
+// sync does whatever is due: a full write-back (when resync is set), the heartbeat, then the
+// queue in batches. On error the caller sets resync, so nothing due is lost.
+func (r *Redis) sync(ctx context.Context, hbDue bool) error {
 	for {
 		if r.resync.Swap(false) {
-			*needFull = true
-		}
-		if *needFull {
 			if err := r.writeBack(ctx); err != nil {
-				r.resync.Store(true) // not done: keep asking
 				return err
 			}
-			*needFull, *hbDue = false, false
+			hbDue = false
 		}
-		if *hbDue {
+		if hbDue {
 			missing, err := r.heartbeat(ctx)
 			if err != nil {
 				return err
 			}
-			*hbDue = false
+			hbDue = false
 			if missing {
 				r.log.Warn("presence: heartbeat was missing, writing connections back")
-				*needFull = true
+				r.resync.Store(true)
 				continue
 			}
 		}
@@ -111,7 +107,7 @@ func (r *Redis) sync(ctx context.Context, needFull, hbDue *bool) error {
 		r.drop(len(batch))
 		if missing {
 			r.log.Warn("presence: heartbeat was missing, writing connections back")
-			*needFull = true
+			r.resync.Store(true)
 		}
 	}
 }
@@ -206,21 +202,21 @@ func (r *Redis) heartbeat(ctx context.Context) (bool, error) {
 // connections whose last change is a join, HDEL and SREM for those whose last is a leave, then
 // one event per change in order. It reports whether the heartbeat had been missing.
 func (r *Redis) flush(ctx context.Context, batch []change) (bool, error) {
-	last := make(map[string]bool, len(batch)) // conn_id → joined at the end of the batch
+	last := make(map[string]change, len(batch)) // conn_id → its last change in the batch
 	for _, c := range batch {
-		last[c.user.ConnID] = c.join
+		last[c.user.ConnID] = c
 	}
 	var set []any
 	var add, del []string
 	for _, c := range batch {
 		id := c.user.ConnID
-		joined, ok := last[id]
+		l, ok := last[id]
 		if !ok {
 			continue // already handled
 		}
 		delete(last, id)
-		if joined {
-			set = append(set, id, presenceJSON(r.liveUser(id, c.user)))
+		if l.join {
+			set = append(set, id, presenceJSON(l.user))
 			add = append(add, id)
 		} else {
 			del = append(del, id)
@@ -255,16 +251,6 @@ func (r *Redis) flush(ctx context.Context, batch []change) (bool, error) {
 		r.metrics.PresenceWrites.Add(float64(len(batch)))
 	}
 	return missing, nil
-}
-
-// liveUser prefers the live record (the same unless the conn_id was reused).
-func (r *Redis) liveUser(id string, u protocol.User) protocol.User {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if l, ok := r.live[id]; ok {
-		return l
-	}
-	return u
 }
 
 // writeBack writes the heartbeat and every live connection (field and index), publishing

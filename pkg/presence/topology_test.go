@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/wsgw/wsgw/pkg/redistest"
 )
 
@@ -13,8 +12,7 @@ import (
 func TestRedisSentinelFailover(t *testing.T) {
 	t.Parallel()
 	st := redistest.StartSentinel(t)
-	c := redis.NewUniversalClient(st.Options())
-	t.Cleanup(func() { c.Close() })
+	c := st.Client()
 	prefix := redistest.Prefix(t)
 	s := newTestStore(t, c, prefix, "gw-s", time.Second, nil)
 	ctx := context.Background()
@@ -37,8 +35,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 func TestRedisCluster(t *testing.T) {
 	t.Parallel()
 	cl := redistest.StartCluster(t)
-	c := redis.NewUniversalClient(cl.Options())
-	t.Cleanup(func() { c.Close() })
+	c := cl.Client()
 	prefix := redistest.HashTagPrefix(t)
 	ctx := context.Background()
 	ev := subscribeEvents(t, c, prefix)

@@ -17,6 +17,8 @@ import (
 type Cluster struct {
 	// Nodes are the three servers.
 	Nodes []*Server
+
+	tb testing.TB
 }
 
 // StartCluster starts three cluster-enabled servers, joins them with
@@ -26,7 +28,7 @@ func StartCluster(tb testing.TB) *Cluster {
 	tb.Helper()
 	integration.Need(tb, "redis-server")
 	cli := integration.Need(tb, "redis-cli")
-	c := &Cluster{}
+	c := &Cluster{tb: tb}
 	for range 3 {
 		// cluster-port is set explicitly: the default (port+10000) may be taken or out of range.
 		busPort := FreePort(tb)
@@ -72,4 +74,11 @@ func (c *Cluster) Addrs() []string {
 // Options returns UniversalOptions for a Cluster client of this cluster.
 func (c *Cluster) Options() *redis.UniversalOptions {
 	return &redis.UniversalOptions{Addrs: c.Addrs(), IsClusterMode: true}
+}
+
+// Client returns a new Cluster client of this cluster, closed when the test ends.
+func (c *Cluster) Client() redis.UniversalClient {
+	cc := redis.NewUniversalClient(c.Options())
+	c.tb.Cleanup(func() { _ = cc.Close() })
+	return cc
 }

@@ -9,8 +9,6 @@ package redistest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -24,6 +22,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/integration"
 )
 
@@ -36,20 +35,14 @@ const pollEvery = 20 * time.Millisecond
 // Prefix returns a key prefix unique to this call, such as "t3f9a2c1b:".
 func Prefix(tb testing.TB) string {
 	tb.Helper()
-	return "t" + randomHex(4) + ":"
+	return "t" + config.RandomHex(4) + ":"
 }
 
 // HashTagPrefix returns a unique hash-tagged prefix such as "{t3f9a2c1b}:", so every key under it
 // lives in one Cluster slot (Lua scripts and MULTI need that).
 func HashTagPrefix(tb testing.TB) string {
 	tb.Helper()
-	return "{t" + randomHex(4) + "}:"
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return "{t" + config.RandomHex(4) + "}:"
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.

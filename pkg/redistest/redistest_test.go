@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/wsgw/wsgw/pkg/redistest"
 )
 
@@ -51,8 +50,7 @@ func TestPrefixUnique(t *testing.T) {
 func TestSentinelFailover(t *testing.T) {
 	t.Parallel()
 	st := redistest.StartSentinel(t)
-	c := redis.NewUniversalClient(st.Options())
-	defer c.Close()
+	c := st.Client()
 	ctx := context.Background()
 	if err := c.Set(ctx, "k", "1", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -86,8 +84,7 @@ func TestSentinelFailover(t *testing.T) {
 func TestCluster(t *testing.T) {
 	t.Parallel()
 	cl := redistest.StartCluster(t)
-	c := redis.NewUniversalClient(cl.Options())
-	defer c.Close()
+	c := cl.Client()
 	ctx := context.Background()
 	for _, k := range []string{"a", "b", "c", "d", "e"} {
 		if err := c.Set(ctx, k, k, 0).Err(); err != nil {

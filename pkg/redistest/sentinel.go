@@ -211,6 +211,13 @@ func (st *Sentinel) Options() *redis.UniversalOptions {
 	return &redis.UniversalOptions{MasterName: st.MasterName, Addrs: st.SentinelAddrs}
 }
 
+// Client returns a new Sentinel-backed client of this setup, closed when the test ends.
+func (st *Sentinel) Client() redis.UniversalClient {
+	c := redis.NewUniversalClient(st.Options())
+	st.tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 func (st *Sentinel) cleanup() {
 	st.mu.Lock()
 	procs := st.procs
