@@ -1,7 +1,7 @@
 // Command cluster runs the whole topology on this machine without Docker: a redis-server, two
 // tickers, three gateways and HAProxy in front, as detached processes that outlive the command.
 //
-//	go run ./deploy/cluster up     [-gateways 3] [-tickers 2] [-dir .cluster] [-lb-port 8080]
+//	go run ./deploy/cluster up     [-gateways 3] [-tickers 2] [-dir .cluster] [-lb-port 8080] [-lb-procs 1]
 //	go run ./deploy/cluster status [-dir .cluster]
 //	go run ./deploy/cluster down   [-dir .cluster]
 //
@@ -36,7 +36,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
+	if err != nil && !errors.Is(err, flag.ErrHelp) { // -h printed the flags: not a failure
 		fmt.Fprintln(os.Stderr, "cluster:", err)
 		os.Exit(1)
 	}
@@ -188,13 +188,6 @@ func stateOf(c *localcluster.Cluster) *State {
 		add(lb, "haproxy", c.LBAddr)
 	}
 	add(c.Redis, "redis", c.RedisAddr)
-	// The drain timeout follows the gateways' SHUTDOWN_TIMEOUT, which they read from the
-	// inherited environment.
-	if v := os.Getenv("SHUTDOWN_TIMEOUT"); v != "" {
-		if d, err := time.ParseDuration(v); err == nil && d > 0 {
-			s.DrainTimeout = (d + 5*time.Second).String()
-		}
-	}
 	return s
 }
 

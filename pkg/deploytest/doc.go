@@ -3,7 +3,7 @@
 // contract in PROTOCOL.md, because no Docker engine runs in CI to catch a broken one.
 //
 //	go test ./pkg/deploytest                                 # check
-//	go test ./pkg/deploytest -run TestHAProxyGolden -update  # rewrite deploy/haproxy/haproxy.cfg{,.tmpl}
+//	go test ./pkg/deploytest -run TestHAProxyGolden -update  # rewrite deploy/haproxy/haproxy.cfg
 //
 // The HAProxy tests need the haproxy binary; they skip without it, or fail when
 // INTEGRATION=required.

@@ -34,26 +34,16 @@ func TestHAProxyGolden(t *testing.T) {
 	if err := lbconfig.Render(&buf, composeLB); err != nil {
 		t.Fatal(err)
 	}
-	golden := map[string][]byte{
-		"deploy/haproxy/haproxy.cfg": buf.Bytes(),
+	const rel = "deploy/haproxy/haproxy.cfg"
+	if *update {
+		if err := os.WriteFile(filepath.Join(repoRoot(t), filepath.FromSlash(rel)), buf.Bytes(), 0o644); err != nil {
+			t.Fatalf("update %s: %v", rel, err)
+		}
+		return
 	}
-	root := repoRoot(t)
-	for rel, want := range golden {
-		path := filepath.Join(root, filepath.FromSlash(rel))
-		if *update {
-			if err := os.WriteFile(path, want, 0o644); err != nil {
-				t.Fatalf("update %s: %v", rel, err)
-			}
-			continue
-		}
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("read %s: %v", rel, err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s differs from what pkg/lbconfig renders. Edit pkg/lbconfig/haproxy.cfg.tmpl, "+
-				"then run: go test ./pkg/deploytest -run TestHAProxyGolden -update", rel)
-		}
+	if got := readRepoFile(t, rel); got != buf.String() {
+		t.Errorf("%s differs from what pkg/lbconfig renders. Edit pkg/lbconfig/haproxy.cfg.tmpl, "+
+			"then run: go test ./pkg/deploytest -run TestHAProxyGolden -update", rel)
 	}
 }
 

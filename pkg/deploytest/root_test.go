@@ -10,26 +10,19 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/wsgw/wsgw/pkg/localcluster"
 )
 
-// repoRoot walks up from the test's directory to the one holding go.mod, so paths in the
-// deployment files (all relative to the repository root) can be checked on disk.
+// repoRoot is the directory holding go.mod, so paths in the deployment files (all relative to
+// the repository root) can be checked on disk.
 func repoRoot(tb testing.TB) string {
 	tb.Helper()
-	dir, err := os.Getwd()
+	root, err := localcluster.RepoRoot()
 	if err != nil {
-		tb.Fatalf("find repo root: %v", err)
+		tb.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			tb.Fatal("find repo root: no go.mod above the test directory")
-		}
-		dir = parent
-	}
+	return root
 }
 
 // readRepoFile reads a file given relative to the repository root.
@@ -54,6 +47,8 @@ func goMajorMinor(tb testing.TB) string {
 	return m[1] + "." + m[2]
 }
 
+var packageMainRE = regexp.MustCompile(`(?m)^package main\b`)
+
 // mainPackage reports whether dir (relative to the root) holds a Go file of package main.
 // The programs are being written alongside these tests; checks that need one skip until it exists.
 func mainPackage(tb testing.TB, dir string) bool {
@@ -67,7 +62,7 @@ func mainPackage(tb testing.TB, dir string) bool {
 		if err != nil {
 			tb.Fatalf("read %s: %v", f, err)
 		}
-		if regexp.MustCompile(`(?m)^package main\b`).Match(b) {
+		if packageMainRE.Match(b) {
 			return true
 		}
 	}

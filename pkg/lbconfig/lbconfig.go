@@ -2,8 +2,8 @@
 // for both deployments, so the compose stack and the local cluster balance, health-check and
 // time out connections the same way.
 //
-// Entry points: [Render] and [Config]. The template is [Template]; deploy/haproxy/haproxy.cfg is
-// its Docker rendering, kept in sync by pkg/deploytest's golden test.
+// Entry points: [Render] and [Config]. The template is haproxy.cfg.tmpl, embedded;
+// deploy/haproxy/haproxy.cfg is its Docker rendering, kept in sync by pkg/deploytest's golden test.
 package lbconfig
 
 import (
@@ -18,11 +18,14 @@ import (
 	"text/template"
 )
 
-// Template is the text/template source that [Render] executes. Exported so tests can check that
-// the copy in deploy/haproxy/ has not drifted from it.
-//
 //go:embed haproxy.cfg.tmpl
-var Template string
+var templateText string
+
+// tmpl is templateText parsed once; [Render] executes it.
+var tmpl = template.Must(template.New("haproxy.cfg").
+	Funcs(template.FuncMap{"inc": func(i int) int { return i + 1 }}).
+	Option("missingkey=error").
+	Parse(templateText))
 
 // DefaultBind is the listen address used when [Config.Bind] is empty: the gateway's own default
 // port, so clients need not know whether a load balancer is in front.
@@ -54,8 +57,9 @@ type Config struct {
 	// Threads sets HAProxy's nbthread; zero leaves HAProxy's default (one thread per CPU).
 	// Several single-threaded processes sharing one port (SO_REUSEPORT) are how a host whose
 	// open-file limit caps each process at MaxConn proxies more connections than that: one
-	// thread each, since the processes already use every CPU (measured at 9k WebSockets here:
-	// 13.4 µs of HAProxy CPU per forwarded tick with one thread, 16.2 µs with two).
+	// thread each, since the processes already use every CPU (BENCHMARKS.md, measured with
+	// `loadtest -mode ticks -n 9000` through one HAProxy on 2 cores: 13.4 µs of HAProxy CPU per
+	// forwarded tick with one thread, 16.2 µs with two).
 	Threads int
 }
 
@@ -71,13 +75,6 @@ func Render(w io.Writer, c Config) error {
 	}
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("lbconfig: %w", err)
-	}
-	tmpl, err := template.New("haproxy.cfg").
-		Funcs(template.FuncMap{"inc": func(i int) int { return i + 1 }}).
-		Option("missingkey=error").
-		Parse(Template)
-	if err != nil {
-		return fmt.Errorf("lbconfig: parse template: %w", err)
 	}
 	// Render in full before writing, so a failure never leaves half a config behind.
 	var buf bytes.Buffer

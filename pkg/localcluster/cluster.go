@@ -513,11 +513,11 @@ func (c *Cluster) RestartRedisEmpty() error {
 	return fmt.Errorf("localcluster: restart redis: %w", lastErr)
 }
 
-// ShutdownTimeout is the gateways' SHUTDOWN_TIMEOUT as set in Options.Env, or the program's
-// default (10 s).
+// ShutdownTimeout is the gateways' SHUTDOWN_TIMEOUT as they see it (the inherited environment,
+// then Options.Env), or the program's default (10 s).
 func (c *Cluster) ShutdownTimeout() time.Duration {
 	d := defaultShutdownTimeout
-	for _, kv := range c.opts.Env {
+	for _, kv := range append(os.Environ(), c.opts.Env...) {
 		if v, ok := strings.CutPrefix(kv, "SHUTDOWN_TIMEOUT="); ok {
 			if p, err := time.ParseDuration(v); err == nil && p > 0 {
 				d = p
