@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgw/wsgw/pkg/fib"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -52,7 +53,7 @@ func BenchmarkTickFanout(b *testing.B) {
 	}
 }
 
-// BenchmarkFibSmall: a plain-text request for n ≤ 93 through parse, table and encode, the
+// BenchmarkFibSmall: a JSON request for n ≤ 93 through parse, table and encode, the
 // per-frame cost of the read loop.
 func BenchmarkFibSmall(b *testing.B) {
 	b.ReportAllocs()
@@ -61,6 +62,6 @@ func BenchmarkFibSmall(b *testing.B) {
 		if perr != nil {
 			b.Fatal(perr)
 		}
-		_ = protocol.EncodeFib(req.ID, req.N, "2880067194370816120")
+		_ = protocol.EncodeFib(req.ID, req.N, fib.Decimal(req.N))
 	}
 }

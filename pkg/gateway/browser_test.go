@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -189,7 +188,7 @@ func TestBrowser(t *testing.T) {
 	)
 	wait("an invalid_n error", `[...document.querySelectorAll("#answers li.error")].some(li => li.textContent.startsWith("error invalid_n: "))`)
 
-	if u := browserUsers(t, ts.URL); !browserHasUser(u, "ana", "gw-test") {
+	if u := getUsers(t, ts.URL); !browserHasUser(u, "ana", "gw-test") {
 		t.Fatalf("/users = %+v, want ana on gw-test", u)
 	}
 
@@ -201,7 +200,7 @@ func TestBrowser(t *testing.T) {
 	wait("the status on gw-b", `document.getElementById("status").textContent === "connected to gw-b as ana"`)
 	before := seq()
 	wait("a tick from gw-b", fmt.Sprintf("%s > %d", seqExpr, before))
-	if u := browserUsers(t, ts.URL); !browserHasUser(u, "ana", "gw-b") {
+	if u := getUsers(t, ts.URL); !browserHasUser(u, "ana", "gw-b") {
 		t.Fatalf("/users after the drain = %+v, want ana on gw-b", u)
 	}
 
@@ -244,7 +243,7 @@ func TestBrowser(t *testing.T) {
 	// Disconnect: a 1000 close, and no reconnect afterwards.
 	run("disconnect", chromedp.Click(chromedp.ID("disconnect")))
 	wait("the disconnected status", `document.getElementById("status").textContent === "disconnected"`)
-	browserPoll(t, "gw-b to lose the connection", func() bool { return b.srv.Connections() == 0 })
+	eventually(t, browserWait, "gw-b to lose the connection", func() bool { return b.srv.Connections() == 0 })
 	time.Sleep(1500 * time.Millisecond) // longer than the shortest backoff
 	if n := b.srv.Connections(); n != 0 {
 		t.Fatalf("the page reconnected after Disconnect: %d connections", n)
@@ -313,23 +312,6 @@ func pageState(bctx context.Context) string {
 	return s
 }
 
-func browserUsers(t *testing.T, base string) protocol.Users {
-	t.Helper()
-	resp, err := http.Get(base + "/users")
-	if err != nil {
-		t.Fatalf("GET /users: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /users: %s", resp.Status)
-	}
-	var u protocol.Users
-	if err := json.NewDecoder(resp.Body).Decode(&u); err != nil {
-		t.Fatalf("GET /users: decode: %v", err)
-	}
-	return u
-}
-
 func browserHasUser(u protocol.Users, user, gateway string) bool {
 	for _, c := range u.Users {
 		if c.User == user && c.Gateway == gateway {
@@ -337,18 +319,6 @@ func browserHasUser(u protocol.Users, user, gateway string) bool {
 		}
 	}
 	return false
-}
-
-// browserPoll polls cond for up to browserWait.
-func browserPoll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(browserWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // browserScreenshot writes a PNG of the whole page to the test's temporary directory and, when

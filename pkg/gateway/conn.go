@@ -102,17 +102,17 @@ func (c *conn) Send(frame []byte) {
 	}
 }
 
-// send queues frame; typ labels the metric. It returns false when the connection is closing.
-func (c *conn) send(frame []byte, typ string) bool {
+// send queues frame; typ labels the metric. It drops the frame when the connection is closing.
+func (c *conn) send(frame []byte, typ string) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		return false
+		return
 	}
 	if len(c.queue) >= c.s.opts.QueueSize {
 		c.mu.Unlock()
 		c.kick(reasonSlowConsumer, websocket.StatusPolicyViolation, "slow consumer: outbound queue full")
-		return false
+		return
 	}
 	c.queue = append(c.queue, frame)
 	if !c.writing {
@@ -121,7 +121,6 @@ func (c *conn) send(frame []byte, typ string) bool {
 	}
 	c.mu.Unlock()
 	c.s.framesOut[typ].Inc()
-	return true
 }
 
 // writeLoop drains the queue, each write under WriteTimeout, and exits when it is empty.
@@ -183,15 +182,20 @@ func (c *conn) kick(why string, code websocket.StatusCode, reason string) {
 	if why == reasonSlowConsumer {
 		c.s.m.SlowConsumers.Inc()
 	}
-	c.mu.Lock()
-	c.closing = true
-	c.mu.Unlock()
+	c.stopSending()
 	go func() {
 		// Close waits for the peer's close frame (bounded inside the library); CloseNow after,
 		// in case it failed early.
 		_ = c.ws.Close(code, reason)
 		_ = c.ws.CloseNow()
 	}()
+}
+
+// stopSending makes every later send a no-op and tells a running writer to stop.
+func (c *conn) stopSending() {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
 }
 
 // setReason records why the connection ends; only the first call wins.

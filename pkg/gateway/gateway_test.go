@@ -211,7 +211,7 @@ func TestUsersEndpoint(t *testing.T) {
 	g := startGateway(t, Options{ID: "gw-u"}, 0)
 	_, w1 := g.dial(t, "alice")
 	c2, _ := g.dial(t, "bob")
-	users := getUsers(t, g)
+	users := getUsers(t, g.http.URL)
 	if users.Count != 2 || len(users.Users) != 2 {
 		t.Fatalf("users = %+v", users)
 	}
@@ -225,19 +225,23 @@ func TestUsersEndpoint(t *testing.T) {
 		t.Fatalf("alice = %+v in %+v", alice, users)
 	}
 	c2.Close(websocket.StatusNormalClosure, "")
-	eventually(t, 5*time.Second, "bob removed", func() bool { return getUsers(t, g).Count == 1 })
+	eventually(t, 5*time.Second, "bob removed", func() bool { return getUsers(t, g.http.URL).Count == 1 })
 }
 
-func getUsers(t testing.TB, g *testGateway) protocol.Users {
+// getUsers GETs base/users and decodes it.
+func getUsers(t testing.TB, base string) protocol.Users {
 	t.Helper()
-	resp, err := http.Get(g.http.URL + "/users")
+	resp, err := http.Get(base + "/users")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("GET /users: %v", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /users: %s", resp.Status)
+	}
 	var u protocol.Users
 	if err := json.NewDecoder(resp.Body).Decode(&u); err != nil {
-		t.Fatal(err)
+		t.Fatalf("GET /users: decode: %v", err)
 	}
 	return u
 }
@@ -301,7 +305,7 @@ func TestDrainCloses1001WithRetry(t *testing.T) {
 	if len(seen) < n/2 {
 		t.Fatalf("retry_ms not jittered: %d distinct values for %d connections", len(seen), n)
 	}
-	eventually(t, 5*time.Second, "presence empty after drain", func() bool { return getUsers(t, g).Count == 0 })
+	eventually(t, 5*time.Second, "presence empty after drain", func() bool { return getUsers(t, g.http.URL).Count == 0 })
 }
 
 func TestRateLimit(t *testing.T) {

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"runtime"
 	"sync"
 	"time"
 
@@ -26,8 +25,6 @@ type pool struct {
 	m     *metrics.Metrics
 	wg    sync.WaitGroup
 }
-
-func defaultWorkers() int { return runtime.GOMAXPROCS(0) }
 
 func newPool(ctx context.Context, workers, queue int, cache *fib.Cache, m *metrics.Metrics) *pool {
 	p := &pool{jobs: make(chan job, queue), cache: cache, m: m}

@@ -15,13 +15,13 @@ import (
 	"fmt"
 	"log/slog"
 	randv2 "math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 
 	"github.com/wsgw/wsgw/pkg/broker"
 	"github.com/wsgw/wsgw/pkg/fib"
@@ -84,7 +84,7 @@ func (o *Options) defaults() {
 	defDur(&o.PingTimeout, 15*time.Second)
 	defDur(&o.MaxRetryDelay, 5*time.Second)
 	def(&o.FibCacheBytes, 64<<20)
-	def(&o.FibWorkers, defaultWorkers())
+	def(&o.FibWorkers, runtime.GOMAXPROCS(0))
 	def(&o.FibQueue, 1024)
 	def(&o.DrainParallel, 256)
 	defDur(&o.ReadyTimeout, 2*time.Second)
@@ -221,9 +221,7 @@ func (s *Server) Drain(ctx context.Context) {
 			if !c.setReason(reasonDrained) {
 				return
 			}
-			c.mu.Lock()
-			c.closing = true
-			c.mu.Unlock()
+			c.stopSending()
 			closeBounded(ctx, c.ws, websocket.StatusGoingAway, protocol.RetryReason(s.retryDelay()))
 		})
 	}
@@ -260,10 +258,6 @@ func closeBounded(ctx context.Context, ws *websocket.Conn, code websocket.Status
 
 func (s *Server) retryDelay() time.Duration {
 	return time.Duration(randv2.Int64N(int64(s.opts.MaxRetryDelay) + 1)).Truncate(time.Millisecond)
-}
-
-func (s *Server) newLimiter() *rate.Limiter {
-	return rate.NewLimiter(rate.Limit(s.opts.Rate), s.opts.Burst)
 }
 
 // newConnID returns "c-" and 20 hex digits: a millisecond timestamp (so ids sort by age) and

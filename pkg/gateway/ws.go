@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/fib"
@@ -95,9 +96,7 @@ func (s *Server) serve(c *conn) {
 	c.ping.Stop()
 	removeFromHub()
 	c.ended.Store(true)
-	c.mu.Lock()
-	c.closing = true
-	c.mu.Unlock()
+	c.stopSending()
 	why := s.closeReason(c, err)
 	leave := protocol.ReasonClosed
 	if why == reasonDrained {
@@ -180,7 +179,7 @@ func (s *Server) handleFrame(c *conn, typ websocket.MessageType, data []byte) {
 // RateLimitGrace after its first rate_limited is closed with 1008.
 func (s *Server) allow(c *conn, id string) bool {
 	if c.limiter == nil {
-		c.limiter = s.newLimiter()
+		c.limiter = rate.NewLimiter(rate.Limit(s.opts.Rate), s.opts.Burst)
 	}
 	now := time.Now()
 	if c.limiter.AllowN(now, 1) {

@@ -19,7 +19,8 @@ import (
 )
 
 // Sink receives frames. Send must not block: it queues the frame (or drops the sink as a
-// slow consumer) and returns. The frame is shared and must not be modified.
+// slow consumer) and returns. The frame is shared and must not be modified. Send runs under
+// the lock of the sink's shard, so it must not call Add or the sink's remove function.
 type Sink interface {
 	Send(frame []byte)
 }
@@ -109,7 +110,7 @@ func (h *Hub) Broadcast(frame []byte) bool {
 		}
 	}
 	start := time.Now()
-	h.each(func(s Sink) { s.Send(frame) })
+	h.deliver(frame)
 	if h.m != nil {
 		h.m.TicksForwarded.Inc()
 		h.m.TickFanout.Observe(time.Since(start).Seconds())
@@ -117,9 +118,8 @@ func (h *Hub) Broadcast(frame []byte) bool {
 	return true
 }
 
-// each calls fn for every sink, shards in parallel. fn must not block and must not call Add
-// or the remove function of the sink it is given (it runs under the shard's lock).
-func (h *Hub) each(fn func(Sink)) {
+// deliver calls Send(frame) on every sink, shards in parallel.
+func (h *Hub) deliver(frame []byte) {
 	var wg sync.WaitGroup
 	var next atomic.Int64
 	work := func() {
@@ -131,7 +131,7 @@ func (h *Hub) each(fn func(Sink)) {
 			sh := &h.shards[i]
 			sh.mu.Lock()
 			for _, s := range sh.sinks {
-				fn(s)
+				s.Send(frame)
 			}
 			sh.mu.Unlock()
 		}

@@ -21,7 +21,7 @@ type Metrics struct {
 	ConnectionsOpen prometheus.Gauge
 	Connects        prometheus.Counter
 	Disconnects     *prometheus.CounterVec // reason: closed, drained, slow_consumer, rate_limit, too_big, ping_timeout, error
-	Rejected        *prometheus.CounterVec // reason: bad_user, origin, draining
+	Rejected        *prometheus.CounterVec // reason: bad_user, origin, handshake, draining
 	FramesIn        *prometheus.CounterVec // type: fib, invalid
 	FramesOut       *prometheus.CounterVec // type: welcome, time, fib, error
 	SlowConsumers   prometheus.Counter
@@ -61,7 +61,7 @@ func New() *Metrics {
 	m.Rejected = counterVec(f, "ws_rejected_total", "Upgrade requests refused before the upgrade, by reason.", "reason")
 	m.FramesIn = counterVec(f, "ws_frames_in_total", "Client frames received, by parsed type.", "type")
 	m.FramesOut = counterVec(f, "ws_frames_out_total", "Frames queued to clients, by type.", "type")
-	m.SlowConsumers = counter(f, "ws_slow_consumers_total", "Connections closed with 1008 because their outbound queue overflowed.")
+	m.SlowConsumers = counter(f, "ws_slow_consumers_total", "Connections closed with 1008 because their outbound queue overflowed or a write timed out.")
 
 	m.FibDuration = histogram(f, "fib_duration_seconds", "Time to compute and format F(n).",
 		prometheus.ExponentialBuckets(1e-6, 4, 12))

@@ -37,10 +37,10 @@ func ParseRequest(data []byte, binary bool, maxN int) (Request, *Error) {
 	// Plain-text shortcuts for wscat: "10" or "fib 10".
 	s := string(text)
 	if rest, ok := strings.CutPrefix(s, "fib"); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
-		return parseN(json.RawMessage(strings.TrimSpace(rest)), "", maxN)
+		return parseN(strings.TrimSpace(rest), "", maxN)
 	}
 	if looksScalar(s) {
-		return parseN(json.RawMessage(s), "", maxN)
+		return parseN(s, "", maxN)
 	}
 	return Request{}, newError("", CodeBadRequest, `unknown message; send a number like 10, "fib 10" or {"type":"fib","n":10}`)
 }
@@ -76,26 +76,27 @@ func parseJSON(text []byte, maxN int) (Request, *Error) {
 	if *msg.Type != TypeFib {
 		return Request{}, newError(id, CodeBadRequest, fmt.Sprintf("unknown type %q", truncate(*msg.Type, 32)))
 	}
-	return parseN(msg.N, id, maxN)
+	return parseN(string(msg.N), id, maxN)
 }
 
-// parseN accepts a JSON number whose value is a whole number in [0, maxN]: 10 and 1e2 and
-// 10.0 pass; 10.5, -1, "10", 1e400, null and anything else are invalid_n.
-func parseN(raw json.RawMessage, id string, maxN int) (Request, *Error) {
-	bad := newError(id, CodeInvalidN, fmt.Sprintf("n must be an integer from 0 to %d", maxN))
-	s := string(raw)
-	if s == "" || s == "null" || !isJSONNumber(s) {
-		return Request{}, bad
+// parseN accepts a JSON number (the raw token s) whose value is a whole number in [0, maxN]:
+// 10 and 1e2 and 10.0 pass; 10.5, -1, "10", 1e400, null and anything else are invalid_n.
+func parseN(s, id string, maxN int) (Request, *Error) {
+	bad := func() (Request, *Error) { // built only on failure: success is the per-frame path
+		return Request{}, newError(id, CodeInvalidN, fmt.Sprintf("n must be an integer from 0 to %d", maxN))
+	}
+	if !isJSONNumber(s) { // also rejects "" and null
+		return bad()
 	}
 	if v, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if v < 0 || v > int64(maxN) {
-			return Request{}, bad
+			return bad()
 		}
 		return Request{ID: id, N: int(v)}, nil
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsInf(f, 0) || f != math.Trunc(f) || f < 0 || f > float64(maxN) {
-		return Request{}, bad
+		return bad()
 	}
 	return Request{ID: id, N: int(f)}, nil
 }
