@@ -12,17 +12,22 @@ import (
 // short settings, stopped when the test ends; the logs are printed when the test fails.
 func startCluster(t *testing.T, gateways, tickers int) *localcluster.Cluster {
 	t.Helper()
-	bins := binDir(t)
+	return startClusterWith(t, localcluster.Options{Gateways: gateways, Tickers: tickers})
+}
+
+// startClusterWith is startCluster with more of o (RedisURL): Dir, BinDir, NoLB and Env are
+// set here.
+func startClusterWith(t *testing.T, o localcluster.Options) *localcluster.Cluster {
+	t.Helper()
+	o.Dir, o.BinDir, o.NoLB, o.Env = t.TempDir(), binDir(t), true, baseEnv
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := time.Now()
-	c, err := localcluster.Start(ctx, localcluster.Options{
-		Dir: t.TempDir(), BinDir: bins, Gateways: gateways, Tickers: tickers, NoLB: true, Env: baseEnv,
-	})
+	c, err := localcluster.Start(ctx, o)
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}
-	t.Logf("cluster of %d gateways and %d tickers ready in %v", gateways, tickers, time.Since(start).Round(time.Millisecond))
+	t.Logf("cluster of %d gateways and %d tickers ready in %v", o.Gateways, o.Tickers, time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if err := c.Stop(); err != nil {
 			t.Errorf("stop cluster: %v", err)

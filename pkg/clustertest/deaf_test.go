@@ -2,7 +2,6 @@ package clustertest
 
 import (
 	"bytes"
-	"context"
 	"net"
 	"net/http"
 	"sync"
@@ -20,24 +19,10 @@ import (
 // ws:ticker:last, so the gateway's own canary must catch it without anyone polling /readyz: a
 // new subscription and ticks at the client again.
 func TestSubscriptionDeaf(t *testing.T) {
-	bins := binDir(t)
+	binDir(t) // skips under -short before Redis is started
 	srv := redistest.Start(t)
 	px := startProxy(t, srv.Addr())
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), BinDir: bins, Gateways: 1, Tickers: 1,
-		NoLB: true, Env: baseEnv, RedisURL: "redis://" + px.addr + "/0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Errorf("stop cluster: %v", err)
-		}
-		if t.Failed() || showLogs() {
-			dumpLog(t, "gw1", c.Gateways[0].LogPath())
-		}
-	})
+	c := startClusterWith(t, localcluster.Options{Gateways: 1, Tickers: 1, RedisURL: "redis://" + px.addr + "/0"})
 	g := c.Gateways[0]
 	cl := dial(t, g.Addr, "deaf")
 	cl.waitTicks(10*time.Second, 2)

@@ -52,12 +52,7 @@ func TestGatewayKilledAndDrained(t *testing.T) {
 	t.Logf("SIGKILL of %s: its %d fields swept after %v (bound %v), leaves and ws:gateways done by %v",
 		dead.ID, len(deadCls), swept.Round(time.Millisecond), bound, time.Since(killed).Round(time.Millisecond))
 	for _, cl := range deadCls {
-		waitFor(t, 5*time.Second, "socket of "+cl.welcome.User+" closed", func() error {
-			if cl.err() == nil {
-				return errors.New("still open")
-			}
-			return nil
-		})
+		cl.waitClosed(5 * time.Second)
 	}
 
 	// SIGTERM: the gateway drains and cleans up before it exits.
@@ -83,12 +78,7 @@ func TestGatewayKilledAndDrained(t *testing.T) {
 	})
 	t.Logf("SIGTERM of %s: exited after %v, fields and heartbeat already gone", drained.ID, exitedAfter.Round(time.Millisecond))
 	for _, cl := range drainCls {
-		waitFor(t, 2*time.Second, "socket of "+cl.welcome.User+" closed", func() error {
-			if cl.err() == nil {
-				return errors.New("still open")
-			}
-			return nil
-		})
+		cl.waitClosed(2 * time.Second)
 		err := cl.err()
 		var ce websocket.CloseError
 		if !errors.As(err, &ce) || ce.Code != protocol.CloseGoingAway {

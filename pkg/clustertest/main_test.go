@@ -35,7 +35,6 @@ var (
 	binRoot   string // created by TestMain, removed after the run
 	buildOnce sync.Once
 	buildErr  error
-	buildTook time.Duration
 )
 
 func TestMain(m *testing.M) {
@@ -62,9 +61,7 @@ func binDir(t *testing.T) string {
 	buildOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		start := time.Now()
 		buildErr = localcluster.BuildBinaries(ctx, binRoot)
-		buildTook = time.Since(start)
 	})
 	if buildErr != nil {
 		t.Fatalf("build binaries: %v", buildErr)

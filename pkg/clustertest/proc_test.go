@@ -19,7 +19,6 @@ import (
 // proc is one gateway or ticker this package started itself (Sentinel and Cluster tests, and
 // tickers with a known TICKER_ID). It is killed by PID when the test ends.
 type proc struct {
-	t    *testing.T
 	name string
 	bin  string
 	env  []string
@@ -33,7 +32,7 @@ type proc struct {
 // temporary directory; the log is printed when the test fails.
 func startProc(t *testing.T, name, bin string, env []string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, bin: bin, env: env, log: filepath.Join(t.TempDir(), name+".log")}
+	p := &proc{name: name, bin: bin, env: env, log: filepath.Join(t.TempDir(), name+".log")}
 	if err := p.start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}

@@ -71,9 +71,7 @@ func subscribeEvents(t *testing.T, rc redis.UniversalClient, channel string) *ev
 		for m := range ps.Channel(redis.WithChannelSize(10000)) {
 			at := time.Now()
 			var ev protocol.PresenceEvent
-			dec := json.NewDecoder(strings.NewReader(m.Payload))
-			dec.DisallowUnknownFields()
-			err := dec.Decode(&ev)
+			err := jsonStrict(m.Payload, &ev)
 			l.mu.Lock()
 			if err != nil || ev.ConnID == "" || ev.Gateway == "" ||
 				(ev.Type != protocol.EventJoin && ev.Type != protocol.EventLeave) {

@@ -111,12 +111,7 @@ func TestRedisRestartEmpty(t *testing.T) {
 		ticksBack = max(ticksBack, f.At.Sub(up))
 	}
 	for _, g := range c.Gateways {
-		waitFor(t, 10*time.Second, g.ID+" /readyz 200 again", func() error {
-			if code := httpStatus(g.Addr, "/readyz"); code != http.StatusOK {
-				return fmt.Errorf("/readyz %d", code)
-			}
-			return nil
-		})
+		waitFor(t, 10*time.Second, g.ID+" /readyz 200 again", readyzIs(g.Addr, http.StatusOK))
 	}
 	t.Logf("after the restart: presence back in %v, ticks at every client in %v, /readyz 200 by %v",
 		presenceBack.Round(time.Millisecond), ticksBack.Round(time.Millisecond), time.Since(up).Round(time.Millisecond))

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/wsgw/wsgw/pkg/localcluster"
-	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
 // TestTickerFailover: the lease holder killed with SIGKILL is replaced within LEASE_TTL + 1 s;
@@ -43,7 +42,7 @@ func TestTickerFailover(t *testing.T) {
 			t.Fatalf("%s %s: %v", how, old.Name, err)
 		}
 		// The old holder published nothing after its exit: no seq past the current one.
-		exitSeq := protocol.TickSeq(time.Now(), tickInterval)
+		exitSeq := seqNow()
 		lastBefore := min(a.lastSeq(), b.lastSeq())
 		var gap time.Duration
 		var next int64

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
 // TestSubscriptionLostAndWedged: a subscription cut by Redis (CLIENT KILL TYPE pubsub) comes
@@ -66,7 +68,6 @@ func TestSubscriptionLostAndWedged(t *testing.T) {
 	if err := rc.Set(bg, key("ticker:last"), ahead, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
-	wedgedAt := time.Now()
 	healed := waitFor(t, 10*time.Second, "the gateway to notice the wedged subscription by itself", func() error {
 		if !logHas(t, g.LogPath(), "subscription wedged") {
 			return errors.New("not yet")
@@ -80,7 +81,6 @@ func TestSubscriptionLostAndWedged(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("ws:ticker:last set 100 ahead: noticed and resubscribed after %v without any /readyz poll", healed.Round(time.Millisecond))
-	_ = wedgedAt
 
 	// 4. The ticker comes back: ticks flow through the new subscription, seq continuing.
 	if err := tk.Start(); err != nil {
@@ -100,7 +100,7 @@ func TestSubscriptionLostAndWedged(t *testing.T) {
 }
 
 // seqNow is the seq of the tick standing for now.
-func seqNow() int64 { return time.Now().UnixMilli() / tickInterval.Milliseconds() }
+func seqNow() int64 { return protocol.TickSeq(time.Now(), tickInterval) }
 
 func readyzIs(addr string, want int) func() error {
 	return func() error {

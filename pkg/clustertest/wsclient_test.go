@@ -134,6 +134,17 @@ func (c *wsClient) err() error {
 	return err
 }
 
+// waitClosed waits until the socket has been closed (by the server or the network).
+func (c *wsClient) waitClosed(timeout time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, timeout, "socket of "+c.welcome.User+" closed", func() error {
+		if c.err() == nil {
+			return errors.New("still open")
+		}
+		return nil
+	})
+}
+
 // send writes one request under a write deadline.
 func (c *wsClient) send(v any) {
 	c.t.Helper()

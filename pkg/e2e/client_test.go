@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -179,7 +178,7 @@ func (c *client) lastErr() error {
 	return c.err
 }
 
-// startClients starts n clients named prefix0..prefixN-1, at most inFlight dialing at once, and
+// startClients starts n clients named prefix0..prefixN-1, at most 100 dialing at once, and
 // waits until each has its welcome (or timeout passes).
 func startClients(t *testing.T, lb, prefix string, n int, redial bool, timeout time.Duration) []*client {
 	t.Helper()
@@ -240,24 +239,6 @@ func presence(ctx context.Context, rc *redis.Client) (map[string]protocol.Presen
 		out[id] = p
 	}
 	return out, nil
-}
-
-// syncBuffer is a bytes.Buffer safe for a child process's output and the test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // events records the messages of ws:presence:events from the moment it is subscribed.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/pkg/localcluster"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -55,13 +56,9 @@ func TestGatewayKill9(t *testing.T) {
 	// Join is written to Redis asynchronously (a socket never waits for Redis), so a welcome can
 	// precede its HSET by a round trip. Kill only once every connection is in ws:presence: an
 	// entry the victim never wrote cannot be swept, and would have no leave event to check.
-	allGateways := map[string]bool{}
-	for _, g := range c.Gateways {
-		allGateways[g.ID] = true
-	}
 	ev := subscribeEvents(t, c.RedisClient())
 	err := waitFor(10*time.Second, 20*time.Millisecond, func() error {
-		return presenceMatches(ctx, c.RedisClient(), liveConns(terms, cs), allGateways, 30)
+		return presenceMatches(ctx, c.RedisClient(), liveConns(terms, cs), gatewayIDs(c), 30)
 	})
 	if err != nil {
 		t.Fatalf("presence before the kill: %v", err)
@@ -107,12 +104,8 @@ func TestGatewayKill9(t *testing.T) {
 	measure(t, "kill9_reconnect", "%d in-process clients of the killed gateway reconnected within %v", len(victimClients), slowest.Round(time.Millisecond))
 
 	// Presence converges to exactly the live connections.
-	liveGateways := map[string]bool{}
-	for _, g := range c.Gateways {
-		if g != victim {
-			liveGateways[g.ID] = true
-		}
-	}
+	liveGateways := gatewayIDs(c)
+	delete(liveGateways, victim.ID)
 	bound := 2*presenceTTL + 5*time.Second
 	rc := c.RedisClient()
 	err = waitFor(bound-time.Since(killed), 100*time.Millisecond, func() error {
@@ -139,6 +132,15 @@ func liveConns(terms []*termClient, cs []*client) map[string]bool {
 		if cur := cl.current(); cur != nil {
 			m[cur.ID] = true
 		}
+	}
+	return m
+}
+
+// gatewayIDs is the set of the cluster's gateway ids.
+func gatewayIDs(c *localcluster.Cluster) map[string]bool {
+	m := make(map[string]bool, len(c.Gateways))
+	for _, g := range c.Gateways {
+		m[g.ID] = true
 	}
 	return m
 }
@@ -313,20 +315,7 @@ func TestRollingRestart(t *testing.T) {
 	}
 
 	// No stale entry: presence holds exactly the open connections.
-	live := map[string]bool{}
-	for _, tc := range terms {
-		ws := tc.welcomes()
-		live[ws[len(ws)-1].ConnID] = true
-	}
-	for _, cl := range cs {
-		if cur := cl.current(); cur != nil {
-			live[cur.ID] = true
-		}
-	}
-	gateways := map[string]bool{}
-	for _, g := range c.Gateways {
-		gateways[g.ID] = true
-	}
+	live, gateways := liveConns(terms, cs), gatewayIDs(c)
 	err := waitFor(10*time.Second, 100*time.Millisecond, func() error {
 		return presenceMatches(ctx, rc, live, gateways, nInProc+nTerm)
 	})

@@ -28,7 +28,7 @@ func TestTickerLeaderKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var victim int = -1
+	victim := -1
 	for i, tk := range c.Tickers {
 		if tk.Name == leader {
 			victim = i
@@ -105,6 +105,14 @@ func TestHAProxyKill9(t *testing.T) {
 	const n = 20
 	cs := startClients(t, c.LBAddr, "lb", n, true, 20*time.Second)
 	rc := c.RedisClient()
+	gateways := gatewayIDs(c)
+	// A welcome can precede its HSET (written asynchronously): kill only once every connection
+	// is listed, so that an empty ws:presence below means the gateways removed them.
+	if err := waitFor(10*time.Second, 20*time.Millisecond, func() error {
+		return presenceMatches(ctx, rc, liveConns(nil, cs), gateways, n)
+	}); err != nil {
+		t.Fatalf("presence before the kill: %v", err)
+	}
 
 	killed := time.Now()
 	if err := c.LB.Kill(); err != nil {
@@ -141,18 +149,8 @@ func TestHAProxyKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	measure(t, "haproxy_restart_reconnect", "all %d clients reconnected %v after HAProxy restarted (client backoff up to 2 s)", n, time.Since(restarted).Round(time.Millisecond))
-	gateways := map[string]bool{}
-	for _, g := range c.Gateways {
-		gateways[g.ID] = true
-	}
 	err = waitFor(10*time.Second, 100*time.Millisecond, func() error {
-		live := map[string]bool{}
-		for _, cl := range cs {
-			if cur := cl.current(); cur != nil {
-				live[cur.ID] = true
-			}
-		}
-		return presenceMatches(ctx, rc, live, gateways, n)
+		return presenceMatches(ctx, rc, liveConns(nil, cs), gateways, n)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -168,14 +166,7 @@ func TestRedisRestartEmpty(t *testing.T) {
 	const n = 12
 	cs := startClients(t, c.LBAddr, "rr", n, true, 20*time.Second)
 	rc := c.RedisClient()
-	gateways := map[string]bool{}
-	for _, g := range c.Gateways {
-		gateways[g.ID] = true
-	}
-	live := map[string]bool{}
-	for _, cl := range cs {
-		live[cl.current().ID] = true
-	}
+	gateways, live := gatewayIDs(c), liveConns(nil, cs)
 	if err := waitFor(10*time.Second, 100*time.Millisecond, func() error {
 		return presenceMatches(ctx, rc, live, gateways, n)
 	}); err != nil {

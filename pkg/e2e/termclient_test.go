@@ -8,13 +8,15 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/wsgw/wsgw/pkg/integration"
 )
 
 // termClient is the real `client` program, reading from a pipe kept open (EOF would end it) and
 // writing frames and status lines to one buffer.
 type termClient struct {
 	user   string
-	out    syncBuffer
+	out    integration.SyncBuffer
 	cmd    *exec.Cmd
 	stdin  *os.File
 	exited chan error

@@ -32,7 +32,7 @@ func TestWscatFibAndPresence(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { keepOpen.Close() })
-	var out syncBuffer
+	var out integration.SyncBuffer
 	cmd := exec.Command(wscat, "-c", "ws://"+c.LBAddr+"/ws?user=w", "-x", "10", "-w", "2")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &out
 	start := time.Now()

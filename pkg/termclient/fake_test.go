@@ -1,7 +1,6 @@
 package termclient
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/wsgw/wsgw/pkg/integration"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -172,28 +172,10 @@ func fibString(n int) string {
 	return a.String()
 }
 
-// syncBuffer is an io.Writer the client and the test can use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // running is one Run in a goroutine, with its streams.
 type running struct {
 	stdin          *io.PipeWriter
-	stdout, stderr *syncBuffer
+	stdout, stderr *integration.SyncBuffer
 	done           chan error
 	cancel         context.CancelFunc
 }
@@ -203,7 +185,7 @@ func start(t *testing.T, args ...string) *running {
 	t.Helper()
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{stdin: pw, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1), cancel: cancel}
+	r := &running{stdin: pw, stdout: &integration.SyncBuffer{}, stderr: &integration.SyncBuffer{}, done: make(chan error, 1), cancel: cancel}
 	go func() { r.done <- Run(ctx, args, pr, r.stdout, r.stderr) }()
 	t.Cleanup(func() {
 		cancel()
@@ -237,7 +219,6 @@ func (r *running) wait(t *testing.T, within time.Duration) error {
 	}
 }
 
-// waitFor polls until cond holds, failing the test after within.
 // waitFor polls cond; on timeout it fails, adding what the optional detail functions say.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool, detail ...func() string) {
 	t.Helper()

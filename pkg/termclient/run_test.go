@@ -2,40 +2,20 @@ package termclient
 
 import (
 	"context"
-	"os"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/wsgw/wsgw/pkg/integration"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
 // TestMain fails the package when a client goroutine outlives the tests: a leaked reader or
 // input goroutine is a connection or a pipe nobody will close.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			buf := make([]byte, 1<<20)
-			stacks := string(buf[:runtime.Stack(buf, true)])
-			if !strings.Contains(stacks, "termclient.(*session)") {
-				break
-			}
-			if time.Now().After(deadline) {
-				os.Stderr.WriteString("leaked client goroutines:\n" + stacks)
-				code = 1
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { integration.MainWithLeakCheck(m) }
 
 var tickLine = regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d  tick \d+$`)
 
@@ -194,7 +174,7 @@ func TestLargeAnswerPrintedWhole(t *testing.T) {
 }
 
 func TestHelpAndBadFlags(t *testing.T) {
-	var stdout, stderr syncBuffer
+	var stdout, stderr integration.SyncBuffer
 	if err := Run(context.Background(), []string{"-h"}, strings.NewReader(""), &stdout, &stderr); err != nil {
 		t.Errorf("Run -h = %v, want nil", err)
 	}
