@@ -122,3 +122,31 @@ func BenchmarkFormatOnly(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWakeAfterIdle measures what the pair helper is up against: the time from a channel
+// send to a goroutine parked for 2 ms until that goroutine runs, while the sender keeps its own
+// CPU busy (as a caller computing its half does). On a VM an idle vCPU is halted, and waking
+// it dominates.
+func BenchmarkWakeAfterIdle(b *testing.B) {
+	ch := make(chan struct{})
+	ran := make(chan struct{}, 1)
+	go func() {
+		for range ch {
+			ran <- struct{}{}
+		}
+	}()
+	defer close(ch)
+	for b.Loop() {
+		b.StopTimer()
+		time.Sleep(2 * time.Millisecond)
+		b.StartTimer()
+		ch <- struct{}{}
+		for waiting := true; waiting; {
+			select {
+			case <-ran:
+				waiting = false
+			default: // spin: this CPU stays busy
+			}
+		}
+	}
+}
