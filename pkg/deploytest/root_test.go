@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"sync"
 	"testing"
 
@@ -47,28 +46,6 @@ func goMajorMinor(tb testing.TB) string {
 	return m[1] + "." + m[2]
 }
 
-var packageMainRE = regexp.MustCompile(`(?m)^package main\b`)
-
-// mainPackage reports whether dir (relative to the root) holds a Go file of package main.
-// The programs are being written alongside these tests; checks that need one skip until it exists.
-func mainPackage(tb testing.TB, dir string) bool {
-	tb.Helper()
-	files, _ := filepath.Glob(filepath.Join(repoRoot(tb), dir, "*.go"))
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			tb.Fatalf("read %s: %v", f, err)
-		}
-		if packageMainRE.Match(b) {
-			return true
-		}
-	}
-	return false
-}
-
 // builds caches one build per program for the whole test binary: several tests run the same
 // binary, and building it is most of their cost.
 var builds struct {
@@ -97,13 +74,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildProgram builds ./name once and returns the binary's path, or skips the calling test when
-// the package does not exist or does not build yet (other engineers are writing it).
+// buildProgram builds ./name once and returns the binary's path; a program that does not build
+// fails the calling test.
 func buildProgram(t *testing.T, name string) string {
 	t.Helper()
-	if !mainPackage(t, name) {
-		t.Skipf("./%s has no package main yet; skipping the check that needs its binary", name)
-	}
 	builds.Lock()
 	r := builds.done[name]
 	if r == nil {
@@ -117,7 +91,7 @@ func buildProgram(t *testing.T, name string) string {
 		r.out, r.err = cmd.CombinedOutput()
 	})
 	if r.err != nil {
-		t.Skipf("./%s does not build yet (%v); skipping the check that needs its binary:\n%s", name, r.err, r.out)
+		t.Fatalf("go build ./%s: %v\n%s", name, r.err, r.out)
 	}
 	return r.bin
 }
