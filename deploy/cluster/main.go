@@ -5,7 +5,7 @@
 //	go run ./deploy/cluster status [-dir .cluster]
 //	go run ./deploy/cluster down   [-dir .cluster]
 //
-// up builds the programs into DIR/bin, starts everything (see pkg/localcluster), writes
+// up builds the programs into DIR/bin, starts everything (see deploy/localcluster), writes
 // DIR/state.json (PIDs, ports) and prints what to try; logs go to DIR/NAME.log. Gateways and
 // tickers inherit the environment, so `PRESENCE_TTL=5s go run ./deploy/cluster up` works. down
 // sends SIGTERM to exactly the PIDs in state.json, gateways first, kills what is left after the
@@ -29,7 +29,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/wsgw/wsgw/pkg/localcluster"
+	"github.com/wsgw/wsgw/deploy/localcluster"
 )
 
 func main() {

@@ -1,4 +1,4 @@
-// Command loadtest is the gateway's load generator: flags and output around pkg/loadgen.
+// Command loadtest is the gateway's load generator: flags and output around deploy/loadgen.
 //
 //	go run ./deploy/loadtest -url ws://127.0.0.1:8080/ws -mode idle -n 10000 -pid $(pidof gateway)
 //
@@ -24,7 +24,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/wsgw/wsgw/pkg/loadgen"
+	"github.com/wsgw/wsgw/deploy/loadgen"
 )
 
 func main() {

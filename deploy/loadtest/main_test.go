@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgw/wsgw/deploy/loadgen"
 	"github.com/wsgw/wsgw/pkg/broker"
 	"github.com/wsgw/wsgw/pkg/gateway"
-	"github.com/wsgw/wsgw/pkg/loadgen"
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/presence"
 	"github.com/wsgw/wsgw/pkg/tick"

@@ -3,7 +3,7 @@ package broker
 import (
 	"testing"
 
-	"github.com/wsgw/wsgw/pkg/integration"
+	"github.com/wsgw/wsgw/internal/testkit"
 )
 
-func TestMain(m *testing.M) { integration.MainWithLeakCheck(m) }
+func TestMain(m *testing.M) { testkit.MainWithLeakCheck(m) }

@@ -13,8 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/metrics"
-	"github.com/wsgw/wsgw/pkg/redistest"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -28,9 +28,9 @@ func newTestRedis(t *testing.T, c redis.UniversalClient, prefix string, m *metri
 
 func TestRedisContract(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	runContract(t, func(t *testing.T) Broker {
-		return newTestRedis(t, srv.Client(), redistest.Prefix(t), nil)
+		return newTestRedis(t, srv.Client(), testkit.Prefix(t), nil)
 	})
 }
 
@@ -78,8 +78,8 @@ func waitTrue(t *testing.T, within time.Duration, what string, f func() bool) {
 
 func TestRedisPublishSetsCanary(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	prefix := redistest.Prefix(t)
+	srv := testkit.StartRedis(t)
+	prefix := testkit.Prefix(t)
 	b := newTestRedis(t, srv.Client(), prefix, nil)
 	ctx := context.Background()
 	if err := b.Publish(ctx, frame(42)); err != nil {
@@ -100,9 +100,9 @@ func TestRedisPublishSetsCanary(t *testing.T) {
 // reconnects, and the broker counts it and calls its hooks.
 func TestRedisResubscribeAfterClientKill(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	m := metrics.New()
-	b := newTestRedis(t, srv.Client(), redistest.Prefix(t), m)
+	b := newTestRedis(t, srv.Client(), testkit.Prefix(t), m)
 	var hooks atomic.Int32
 	b.OnResubscribe(func() { hooks.Add(1) })
 	var r recorder
@@ -128,9 +128,9 @@ func TestRedisResubscribeAfterClientKill(t *testing.T) {
 // TestRedisRestart restarts Redis empty: delivery resumes and the hooks run.
 func TestRedisRestart(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	m := metrics.New()
-	b := newTestRedis(t, srv.Client(), redistest.Prefix(t), m)
+	b := newTestRedis(t, srv.Client(), testkit.Prefix(t), m)
 	var hooks atomic.Int32
 	b.OnResubscribe(func() { hooks.Add(1) })
 	var r recorder
@@ -157,9 +157,9 @@ func TestRedisRestart(t *testing.T) {
 // hearing what was published.
 func TestRedisCanary(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c := srv.Client()
-	prefix := redistest.Prefix(t)
+	prefix := testkit.Prefix(t)
 	last := prefix + "ticker:last"
 	ctx := context.Background()
 	m := metrics.New()
@@ -337,11 +337,11 @@ func (p *deafProxy) deafen() int {
 // go-redis); Ready notices with the canary, resubscribes, and delivery resumes.
 func TestRedisWedgedSubscription(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	proxy := newDeafProxy(t, srv.Addr())
 	c := redis.NewClient(&redis.Options{Addr: proxy.addr()})
 	t.Cleanup(func() { c.Close() })
-	prefix := redistest.Prefix(t)
+	prefix := testkit.Prefix(t)
 	m := metrics.New()
 	b := newTestRedis(t, c, prefix, m)
 	var hooks atomic.Int32

@@ -5,15 +5,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsgw/wsgw/pkg/redistest"
+	"github.com/wsgw/wsgw/internal/testkit"
 )
 
 // TestRedisSentinelFailover: ticks keep flowing across a Sentinel failover.
 func TestRedisSentinelFailover(t *testing.T) {
 	t.Parallel()
-	st := redistest.StartSentinel(t)
+	st := testkit.StartSentinel(t)
 	c := st.Client()
-	b := newTestRedis(t, c, redistest.Prefix(t), nil)
+	b := newTestRedis(t, c, testkit.Prefix(t), nil)
 	var r recorder
 	if err := b.Subscribe(context.Background(), r.fn); err != nil {
 		t.Fatal(err)
@@ -35,9 +35,9 @@ func TestRedisSentinelFailover(t *testing.T) {
 // TestRedisCluster: delivery over a three-master Cluster with a hash-tagged prefix.
 func TestRedisCluster(t *testing.T) {
 	t.Parallel()
-	cl := redistest.StartCluster(t)
+	cl := testkit.StartCluster(t)
 	c := cl.Client()
-	prefix := redistest.HashTagPrefix(t)
+	prefix := testkit.HashTagPrefix(t)
 	pub := newTestRedis(t, c, prefix, nil)
 	var rs [2]recorder
 	for i := range rs { // two gateways, each with its own broker

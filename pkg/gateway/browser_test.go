@@ -20,8 +20,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/broker"
-	"github.com/wsgw/wsgw/pkg/integration"
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/presence"
 	"github.com/wsgw/wsgw/pkg/protocol"
@@ -81,7 +81,7 @@ func (s *handlerSwitch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // TestBrowser drives index.html in headless Chromium: connect, watch ticks, ask for
 // Fibonacci numbers, see an error, then follow a drain to another gateway.
 func TestBrowser(t *testing.T) {
-	chromium := integration.Need(t, "chromium", "chromium-browser")
+	chromium := testkit.Need(t, "chromium", "chromium-browser")
 	start := time.Now()
 
 	// Cleanups run last first: the browser quits, the gateways drain, then the listener closes.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
-	"github.com/wsgw/wsgw/pkg/redistest"
+	"github.com/wsgw/wsgw/internal/testkit"
 )
 
 func hold(t *testing.T, l *Redis) bool {
@@ -21,10 +21,10 @@ func hold(t *testing.T, l *Redis) bool {
 
 func TestRedisLease(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c := srv.Client()
 	ctx := context.Background()
-	key := redistest.Prefix(t) + "ticker:leader"
+	key := testkit.Prefix(t) + "ticker:leader"
 	const ttl = 300 * time.Millisecond
 	a := NewRedis(c, key, "ticker-a", ttl)
 	b := NewRedis(c, key, "ticker-b", ttl)
@@ -80,10 +80,10 @@ func TestRedisLease(t *testing.T) {
 // next Hold that it lost, and does not extend the other's key.
 func TestRedisLeaseOverwritten(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c := srv.Client()
 	ctx := context.Background()
-	key := redistest.Prefix(t) + "ticker:leader"
+	key := testkit.Prefix(t) + "ticker:leader"
 	a := NewRedis(c, key, "ticker-a", time.Second)
 	if !hold(t, a) {
 		t.Fatal("a did not acquire")
@@ -100,10 +100,10 @@ func TestRedisLeaseOverwritten(t *testing.T) {
 // TestRedisLeaseDown: without Redis, Hold says false with an error (stop publishing).
 func TestRedisLeaseDown(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
-	l := NewRedis(c, redistest.Prefix(t)+"ticker:leader", "ticker-a", time.Second)
+	l := NewRedis(c, testkit.Prefix(t)+"ticker:leader", "ticker-a", time.Second)
 	if !hold(t, l) {
 		t.Fatal("did not acquire")
 	}

@@ -6,22 +6,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/metrics"
-	"github.com/wsgw/wsgw/pkg/redistest"
 )
 
 // BenchmarkRedisJoinBurst: N connections join at once (a reconnect storm after a gateway
 // restart) against a real redis-server; one op is the whole burst, from the first Join to every
 // field in the hash. Reports the round trips it took: batching keeps them a handful, never N.
 func BenchmarkRedisJoinBurst(b *testing.B) {
-	srv := redistest.Start(b)
+	srv := testkit.StartRedis(b)
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("joins=%d", n), func(b *testing.B) {
 			c, rt := countedClient(b, srv.Addr())
 			check := srv.Client()
 			var trips int64
 			for i := range b.N {
-				prefix := fmt.Sprintf("%sb%d:", redistest.Prefix(b), i)
+				prefix := fmt.Sprintf("%sb%d:", testkit.Prefix(b), i)
 				s := NewRedis(c, RedisOptions{Prefix: prefix, GatewayID: "gw-bench", TTL: 15 * time.Second,
 					Logger: quietLogger(), Metrics: metrics.New()})
 				before := rt.pipelines.Load() + rt.commands.Load()

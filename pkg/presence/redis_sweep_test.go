@@ -10,9 +10,9 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/protocol"
-	"github.com/wsgw/wsgw/pkg/redistest"
 )
 
 // checkLost checks that events hold exactly one gateway_lost leave for each of want.
@@ -42,10 +42,10 @@ func checkLost(t *testing.T, evs []protocol.PresenceEvent, gw string, want int) 
 // one gateway_lost leave per connection.
 func TestRedisSweepDeadGateway(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c := srv.Client()
 	ctx := context.Background()
-	prefix := redistest.Prefix(t)
+	prefix := testkit.Prefix(t)
 	const ttl = time.Second
 	ev := subscribeEvents(t, c, prefix)
 	var ms []*metrics.Metrics
@@ -107,10 +107,10 @@ func deadGateway(t *testing.T, c redis.UniversalClient, prefix, gw string, n int
 // times over: each connection is removed with exactly one leave.
 func TestRedisSweepConcurrent(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c := srv.Client()
 	ctx := context.Background()
-	prefix := redistest.Prefix(t)
+	prefix := testkit.Prefix(t)
 	const n = 5000 // five script calls' worth
 	deadGateway(t, c, prefix, "gw-dead", n)
 	ev := subscribeEvents(t, c, prefix)

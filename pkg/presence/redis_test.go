@@ -16,9 +16,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/protocol"
-	"github.com/wsgw/wsgw/pkg/redistest"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -38,9 +38,9 @@ func newTestStore(t *testing.T, c redis.UniversalClient, prefix, gw string, ttl 
 
 func TestRedisContract(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	runContract(t, func(t *testing.T) (Store, string) {
-		return newTestStore(t, srv.Client(), redistest.Prefix(t), "gw-a", time.Second, nil), "gw-a"
+		return newTestStore(t, srv.Client(), testkit.Prefix(t), "gw-a", time.Second, nil), "gw-a"
 	})
 }
 
@@ -110,9 +110,9 @@ func waitTrue(t *testing.T, within time.Duration, what string, f func() bool) {
 
 func TestRedisEvents(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c := srv.Client()
-	prefix := redistest.Prefix(t)
+	prefix := testkit.Prefix(t)
 	ev := subscribeEvents(t, c, prefix)
 	s := newTestStore(t, c, prefix, "gw-ev", time.Second, nil)
 	u := user("gw-ev", 1)
@@ -142,9 +142,9 @@ func TestRedisEvents(t *testing.T) {
 
 func TestRedisStoredValue(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c := srv.Client()
-	prefix := redistest.Prefix(t)
+	prefix := testkit.Prefix(t)
 	s := newTestStore(t, c, prefix, "gw-v", time.Second, nil)
 	u := user("gw-v", 3)
 	s.Join(u)
@@ -200,9 +200,9 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 // of round trips.
 func TestRedisBatching(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c, rt := countedClient(t, srv.Addr())
-	prefix := redistest.Prefix(t)
+	prefix := testkit.Prefix(t)
 	m := metrics.New()
 	s := newTestStore(t, c, prefix, "gw-batch", 5*time.Second, m)
 	const n = 10000
@@ -232,10 +232,10 @@ func TestRedisBatching(t *testing.T) {
 // and land once Redis is back.
 func TestRedisDownThenUp(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	t.Cleanup(func() { c.Close() }) // after the store's Close (cleanups run last-in first-out)
-	prefix := redistest.Prefix(t)
+	prefix := testkit.Prefix(t)
 	m := metrics.New()
 	s := newTestStore(t, c, prefix, "gw-down", time.Second, m)
 	s.Join(user("gw-down", 0))
@@ -263,9 +263,9 @@ func TestRedisDownThenUp(t *testing.T) {
 // index and heartbeat are back, and no event is published for them.
 func TestRedisWriteBackAfterRestart(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c, rt := countedClient(t, srv.Addr())
-	prefix := redistest.Prefix(t)
+	prefix := testkit.Prefix(t)
 	// The default-like TTL of 3 s: a heartbeat every second.
 	s := newTestStore(t, c, prefix, "gw-wb", 3*time.Second, nil)
 	const n = 300
@@ -302,9 +302,9 @@ func TestRedisWriteBackAfterRestart(t *testing.T) {
 // fields, index, heartbeat and set membership.
 func TestRedisClose(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
+	srv := testkit.StartRedis(t)
 	c := srv.Client()
-	prefix := redistest.Prefix(t)
+	prefix := testkit.Prefix(t)
 	ev := subscribeEvents(t, c, prefix)
 	other := newTestStore(t, c, prefix, "gw-other", time.Second, nil)
 	other.Join(user("gw-other", 1))

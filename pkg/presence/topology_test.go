@@ -5,15 +5,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsgw/wsgw/pkg/redistest"
+	"github.com/wsgw/wsgw/internal/testkit"
 )
 
 // TestRedisSentinelFailover: presence writes land on the new master after a failover.
 func TestRedisSentinelFailover(t *testing.T) {
 	t.Parallel()
-	st := redistest.StartSentinel(t)
+	st := testkit.StartSentinel(t)
 	c := st.Client()
-	prefix := redistest.Prefix(t)
+	prefix := testkit.Prefix(t)
 	s := newTestStore(t, c, prefix, "gw-s", time.Second, nil)
 	ctx := context.Background()
 	s.Join(user("gw-s", 0))
@@ -34,9 +34,9 @@ func TestRedisSentinelFailover(t *testing.T) {
 // sweeper script included.
 func TestRedisCluster(t *testing.T) {
 	t.Parallel()
-	cl := redistest.StartCluster(t)
+	cl := testkit.StartCluster(t)
 	c := cl.Client()
-	prefix := redistest.HashTagPrefix(t)
+	prefix := testkit.HashTagPrefix(t)
 	ctx := context.Background()
 	ev := subscribeEvents(t, c, prefix)
 	deadGateway(t, c, prefix, "gw-dead", 20)

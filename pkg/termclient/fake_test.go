@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/wsgw/wsgw/pkg/integration"
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -175,7 +175,7 @@ func fibString(n int) string {
 // running is one Run in a goroutine, with its streams.
 type running struct {
 	stdin          *io.PipeWriter
-	stdout, stderr *integration.SyncBuffer
+	stdout, stderr *testkit.SyncBuffer
 	done           chan error
 	cancel         context.CancelFunc
 }
@@ -185,7 +185,7 @@ func start(t *testing.T, args ...string) *running {
 	t.Helper()
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{stdin: pw, stdout: &integration.SyncBuffer{}, stderr: &integration.SyncBuffer{}, done: make(chan error, 1), cancel: cancel}
+	r := &running{stdin: pw, stdout: &testkit.SyncBuffer{}, stderr: &testkit.SyncBuffer{}, done: make(chan error, 1), cancel: cancel}
 	go func() { r.done <- Run(ctx, args, pr, r.stdout, r.stderr) }()
 	t.Cleanup(func() {
 		cancel()

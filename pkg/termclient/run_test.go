@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/wsgw/wsgw/pkg/integration"
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
 // TestMain fails the package when a client goroutine outlives the tests: a leaked reader or
 // input goroutine is a connection or a pipe nobody will close.
-func TestMain(m *testing.M) { integration.MainWithLeakCheck(m) }
+func TestMain(m *testing.M) { testkit.MainWithLeakCheck(m) }
 
 var tickLine = regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d  tick \d+$`)
 
@@ -174,7 +174,7 @@ func TestLargeAnswerPrintedWhole(t *testing.T) {
 }
 
 func TestHelpAndBadFlags(t *testing.T) {
-	var stdout, stderr integration.SyncBuffer
+	var stdout, stderr testkit.SyncBuffer
 	if err := Run(context.Background(), []string{"-h"}, strings.NewReader(""), &stdout, &stderr); err != nil {
 		t.Errorf("Run -h = %v, want nil", err)
 	}

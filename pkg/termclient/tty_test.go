@@ -10,15 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsgw/wsgw/pkg/integration"
+	"github.com/wsgw/wsgw/internal/testkit"
 )
 
 // TestTypedLineSurvivesTicks runs the real binary in a tmux pane (a real pty, so raw mode and
 // term.Terminal are exercised) against a gateway ticking every 100 ms, types half a request, and
 // checks that the ticks scroll above the prompt while the typed text stays intact.
 func TestTypedLineSurvivesTicks(t *testing.T) {
-	tmux := integration.Need(t, "tmux")
-	goTool := integration.Need(t, "go")
+	tmux := testkit.Need(t, "tmux")
+	goTool := testkit.Need(t, "go")
 	if testing.Short() {
 		t.Skip("builds the client binary")
 	}

@@ -1,0 +1,8 @@
+// Package testkit is the one test-support package: it starts real redis-server processes
+// (StartRedis, StartSentinel, StartCluster) on free loopback ports with no persistence, gives
+// each test its own key namespace (Prefix, HashTagPrefix), lets tests that need an external
+// program skip with a clear message when it is absent or fail under INTEGRATION=required (Need,
+// Unavailable), and checks for leaked goroutines (MainWithLeakCheck).
+//
+// Cleanup kills exactly the processes a helper started, by PID. Nothing here is product code.
+package testkit
