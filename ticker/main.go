@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 	"io"
 	"os"
 	"os/signal"
@@ -63,7 +64,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	prefix := cfg.Redis.KeyPrefix()
 	b := broker.NewRedis(client, broker.RedisOptions{Prefix: prefix, TickInterval: cfg.TickInterval, Logger: log})
 	defer b.Close()
-	l := lease.NewRedis(client, prefix+"ticker:leader", cfg.ID, cfg.LeaseTTL)
+	l := lease.NewRedis(client, rediskey.New(prefix).TickerLeader(), cfg.ID, cfg.LeaseTTL)
 	log.Info("ticker starting", "interval", cfg.TickInterval, "lease_ttl", cfg.LeaseTTL, "prefix", prefix)
 	err = tick.Run(ctx, b.Publish, tick.Options{Interval: cfg.TickInterval, Lease: l, Logger: log, Metrics: metrics.New()})
 	log.Info("ticker stopped")

@@ -3,13 +3,14 @@ package loadgen
 import (
 	"context"
 	"fmt"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // presenceKey is the presence hash of PROTOCOL.md under prefix.
-func presenceKey(prefix string) string { return prefix + "presence" }
+func presenceKey(prefix string) string { return rediskey.New(prefix).Presence() }
 
 // PresenceWait is the outcome of WaitPresence.
 type PresenceWait struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -78,7 +79,7 @@ const (
 // NewRedis returns a broker over client, which it does not own (Close leaves it open).
 func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 	if o.Prefix == "" {
-		o.Prefix = "ws:"
+		o.Prefix = rediskey.DefaultPrefix
 	}
 	if o.TickInterval <= 0 {
 		o.TickInterval = time.Second
@@ -90,8 +91,8 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 		client:  client,
 		log:     o.Logger,
 		metrics: o.Metrics,
-		channel: o.Prefix + "time",
-		lastKey: o.Prefix + "ticker:last",
+		channel: rediskey.New(o.Prefix).Time(),
+		lastKey: rediskey.New(o.Prefix).TickerLast(),
 		ttl:     10 * o.TickInterval,
 	}
 }

@@ -1,5 +1,5 @@
 // Package config reads each program's settings from the environment with caarlos0/env, as
-// ../shared/PROTOCOL.md's configuration table defines them, and validates them so that a bad
+// docs/PROTOCOL.md's configuration table defines them, and validates them so that a bad
 // value stops the program at start with a message naming the variable.
 //
 // A variable that is set but empty means its default, exactly like an unset one (caarlos0/env
@@ -11,6 +11,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 	"io"
 	"log/slog"
 	"net"
@@ -151,9 +152,9 @@ func (r Redis) KeyPrefix() string {
 	case r.Prefix != "":
 		return r.Prefix
 	case r.Cluster():
-		return "{ws}:"
+		return rediskey.ClusterPrefix
 	}
-	return "ws:"
+	return rediskey.DefaultPrefix
 }
 
 func (r Redis) validate(required bool) error {

@@ -1,4 +1,4 @@
-// Package gateway is the WebSocket gateway of ../shared/PROTOCOL.md: it accepts connections on
+// Package gateway is the WebSocket gateway of docs/PROTOCOL.md: it accepts connections on
 // /ws, fans ticks from a broker out to them through a hub, answers Fibonacci requests from a
 // bounded worker pool, records presence, and drains cleanly.
 //

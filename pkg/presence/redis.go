@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -78,20 +79,21 @@ type keys struct {
 }
 
 func newKeys(prefix, id string) keys {
+	k := rediskey.New(prefix)
 	return keys{
 		prefix:    prefix,
-		hash:      prefix + "presence",
-		events:    prefix + "presence:events",
-		gateways:  prefix + "gateways",
-		heartbeat: heartbeatKey(prefix, id),
-		index:     indexKey(prefix, id),
+		hash:      k.Presence(),
+		events:    k.Events(),
+		gateways:  k.Gateways(),
+		heartbeat: k.Heartbeat(id),
+		index:     k.GatewayConns(id),
 	}
 }
 
-func heartbeatKey(prefix, id string) string { return prefix + "gateway:" + id }
+func heartbeatKey(prefix, id string) string { return rediskey.New(prefix).Heartbeat(id) }
 
 // indexKey is the internal set of a gateway's conn_ids (not part of PROTOCOL.md's layout).
-func indexKey(prefix, id string) string { return prefix + "gateway:" + id + ":conns" }
+func indexKey(prefix, id string) string { return rediskey.New(prefix).GatewayConns(id) }
 
 // change is one queued Join or Leave.
 type change struct {
@@ -116,7 +118,7 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 		panic("presence: NewRedis: GatewayID is required")
 	}
 	if o.Prefix == "" {
-		o.Prefix = "ws:"
+		o.Prefix = rediskey.DefaultPrefix
 	}
 	if o.TTL <= 0 {
 		o.TTL = 15 * time.Second

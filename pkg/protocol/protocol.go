@@ -1,4 +1,4 @@
-// Package protocol is the one place the wire format of ../shared/PROTOCOL.md lives: the frames
+// Package protocol is the one place the wire format of docs/PROTOCOL.md lives: the frames
 // exchanged over /ws, the presence and heartbeat JSON kept in Redis, and the close reasons.
 // It does no I/O. Gateway, ticker, client, tests and load tools all import it, so nobody builds
 // JSON by hand elsewhere.

@@ -1,6 +1,6 @@
 // Package termclient is the terminal client of the gateway: it prints every frame it receives as
 // a readable line and sends each line typed on standard input, reconnecting the way
-// ../shared/PROTOCOL.md asks (1001 drains after the server's retry_ms, drops with backoff).
+// docs/PROTOCOL.md asks (1001 drains after the server's retry_ms, drops with backoff).
 //
 // Entry point: Run, which the client command calls with the process's arguments and streams.
 package termclient
