@@ -10,4 +10,4 @@
 // (standalone Redis) or are started directly (Sentinel, Cluster, tickers with a known id) and
 // are killed by PID when the test ends. A failed test prints the logs of its processes;
 // CLUSTERTEST_LOGS=1 prints them for every test. -short skips the package.
-package clustertest
+package e2e
