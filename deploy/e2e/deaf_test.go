@@ -22,7 +22,7 @@ func TestSubscriptionDeaf(t *testing.T) {
 	binDir(t) // skips under -short before Redis is started
 	srv := testkit.StartRedis(t)
 	px := startProxy(t, srv.Addr())
-	c := startClusterWith(t, localcluster.Options{Gateways: 1, Tickers: 1, RedisURL: "redis://" + px.addr + "/0"})
+	c := startCluster(t, localcluster.Options{Gateways: 1, Tickers: 1, NoLB: true, RedisURL: "redis://" + px.addr + "/0"})
 	g := c.Gateways[0]
 	cl := dial(t, g.Addr, "deaf")
 	cl.waitTicks(10*time.Second, 2)

@@ -2,10 +2,10 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -13,25 +13,46 @@ import (
 
 	"github.com/wsgw/wsgw/deploy/localcluster"
 	"github.com/wsgw/wsgw/internal/testkit"
+	"github.com/wsgw/wsgw/pkg/config"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 )
 
-// Settings every cluster of this package runs with: a short presence TTL so a dead gateway's
-// connections are swept within seconds, and a drain short enough for a rolling restart.
+// Settings every gateway and ticker of the package runs with: a short presence TTL so a dead
+// gateway's connections are swept within seconds, and a drain short enough for a rolling
+// restart (the defaults are 15 s and 10 s). The tick interval and the lease TTL keep their
+// defaults, which README.md's failure table quotes.
 const (
 	presenceTTL     = 3 * time.Second
 	shutdownTimeout = 5 * time.Second
+	tickInterval    = time.Second
 )
 
-var clusterEnv = []string{
+// baseEnv is passed to every gateway and ticker.
+var baseEnv = []string{
 	"PRESENCE_TTL=" + presenceTTL.String(),
 	"SHUTDOWN_TIMEOUT=" + shutdownTimeout.String(),
+	"TICK_INTERVAL=" + tickInterval.String(),
 }
 
-// binDir holds the gateway, ticker and client binaries, built once per test binary run.
+// leaseTTL is the tickers' LEASE_TTL, the default of pkg/config.
+var leaseTTL = func() time.Duration {
+	c, err := config.LoadTicker([]string{"REDIS_URL=redis://127.0.0.1:1"})
+	if err != nil {
+		panic(err)
+	}
+	return c.LeaseTTL
+}()
+
+// keys are the Redis names under the default prefix; clusterKeys under Redis Cluster's.
 var (
-	binDir   string
-	buildErr error
-	once     sync.Once
+	keys        = rediskey.New(rediskey.DefaultPrefix)
+	clusterKeys = rediskey.New(rediskey.ClusterPrefix)
+)
+
+var (
+	binRoot   string // created by TestMain, removed after the run
+	buildOnce sync.Once
+	buildErr  error
 )
 
 func TestMain(m *testing.M) {
@@ -42,81 +63,98 @@ func TestMain(m *testing.M) {
 		rl.Cur = rl.Max
 		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(filepath.Dir(binDir))
+	dir, err := os.MkdirTemp("", "wsgw-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
 	}
+	binRoot = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// binaries builds the programs on first use and returns their directory.
-func binaries(t *testing.T) string {
+// binDir builds gateway, ticker and client once per test binary and returns their directory.
+// It skips under -short, and when redis-server is missing (fails under INTEGRATION=required).
+func binDir(t *testing.T) string {
 	t.Helper()
-	once.Do(func() {
-		dir, err := os.MkdirTemp("", "wsgw-e2e-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binDir = filepath.Join(dir, "bin")
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	if testing.Short() {
+		t.Skip("e2e: end-to-end, skipped with -short")
+	}
+	testkit.Need(t, "redis-server")
+	buildOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		buildErr = localcluster.BuildBinaries(ctx, binDir)
+		buildErr = localcluster.BuildBinaries(ctx, binRoot)
 	})
 	if buildErr != nil {
 		t.Fatalf("build binaries: %v", buildErr)
 	}
-	return binDir
+	return binRoot
 }
 
-// startCluster starts 3 gateways, 2 tickers, HAProxy and a redis-server for this test, stopped
-// when it ends. On failure the tail of every log is printed.
-func startCluster(t *testing.T) *localcluster.Cluster {
+// bin is the path of one built program.
+func bin(t *testing.T, name string) string { return filepath.Join(binDir(t), name) }
+
+// startCluster starts a local cluster with the package's settings (baseEnv, then o.Env):
+// its own redis-server unless o.RedisURL is set, HAProxy unless o.NoLB. Dir, BinDir and
+// Stdout are set here. It is stopped when the test ends; the logs of its processes are printed
+// when the test fails, or always with E2E_LOGS=1.
+func startCluster(t *testing.T, o localcluster.Options) *localcluster.Cluster {
 	t.Helper()
-	testkit.Need(t, "redis-server")
-	testkit.Need(t, "haproxy")
-	bin := binaries(t)
+	o.Dir, o.BinDir = t.TempDir(), binDir(t)
+	if !o.NoLB {
+		testkit.Need(t, "haproxy")
+	}
+	o.Env = append(append([]string{}, baseEnv...), o.Env...)
+	var progress testkit.SyncBuffer
+	o.Stdout = &progress
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var progress strings.Builder
 	start := time.Now()
-	c, err := localcluster.Start(ctx, localcluster.Options{
-		Dir: t.TempDir(), BinDir: bin, Gateways: 3, Tickers: 2, Env: clusterEnv, Stdout: &progress,
-	})
+	c, err := localcluster.Start(ctx, o)
 	if err != nil {
 		t.Fatalf("start cluster: %v\n%s", err, progress.String())
 	}
-	t.Logf("cluster up in %v:\n%s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(progress.String()))
+	t.Logf("cluster of %d gateways and %d tickers up in %v", len(c.Gateways), len(c.Tickers), time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() {
 		stop := time.Now()
 		if err := c.Stop(); err != nil {
 			t.Errorf("stop cluster: %v", err)
 		}
 		t.Logf("cluster stopped in %v", time.Since(stop).Round(time.Millisecond))
-		if t.Failed() {
-			dumpLogs(t, c)
+		if t.Failed() || showLogs() {
+			procs := append([]*localcluster.Proc{c.Redis}, c.LBs...)
+			procs = append(procs, c.Tickers...)
+			for _, g := range c.Gateways {
+				procs = append(procs, g.Proc)
+			}
+			for _, p := range procs {
+				if p != nil {
+					dumpLog(t, p.Name, p.LogPath())
+				}
+			}
 		}
 	})
 	return c
 }
 
-func dumpLogs(t *testing.T, c *localcluster.Cluster) {
-	procs := []*localcluster.Proc{c.Redis, c.LB}
-	procs = append(procs, c.Tickers...)
-	for _, g := range c.Gateways {
-		procs = append(procs, g.Proc)
+// dumpLog prints the last part of a process log into the test output.
+func dumpLog(t *testing.T, name, path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("log of %s: %v", name, err)
+		return
 	}
-	for _, p := range procs {
-		if p == nil {
-			continue
-		}
-		b, _ := os.ReadFile(p.LogPath())
-		if len(b) > 6000 {
-			b = b[len(b)-6000:]
-		}
-		t.Logf("--- %s (%s):\n%s", p.Name, p.LogPath(), b)
+	if len(b) > 6000 {
+		b = b[len(b)-6000:]
 	}
+	t.Logf("---- log of %s (%s) ----\n%s", name, path, b)
 }
+
+// showLogs reports whether E2E_LOGS is set: every process log is then printed, not only those
+// of failed tests.
+func showLogs() bool { return os.Getenv("E2E_LOGS") != "" }
 
 // measure logs one figure of README.md's failure table in a form easy to grep: "MEASURE name: value".
 func measure(t *testing.T, name string, format string, args ...any) {
@@ -124,18 +162,23 @@ func measure(t *testing.T, name string, format string, args ...any) {
 	t.Logf("MEASURE %s: %s", name, fmt.Sprintf(format, args...))
 }
 
-// waitFor polls f every interval until it returns nil or timeout passes, returning f's last
-// error then.
-func waitFor(timeout, interval time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
+// errStop, wrapped in a waitFor condition's error, ends the wait at once with a failure.
+var errStop = errors.New("giving up")
+
+// waitFor polls cond every 20 ms until it returns nil and returns how long that took; after
+// timeout (or on an errStop) it fails the test with the last error. It is the package's one
+// poll loop: a condition that should merely be reported uses t.Error after its own check.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
 	for {
-		err := f()
+		err := cond()
 		if err == nil {
-			return nil
+			return time.Since(start)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v: %w", timeout, err)
+		if errors.Is(err, errStop) || time.Since(start) > timeout {
+			t.Fatalf("%s: not after %v: %v", what, time.Since(start).Round(time.Millisecond), err)
 		}
-		time.Sleep(interval)
+		time.Sleep(20 * time.Millisecond)
 	}
 }

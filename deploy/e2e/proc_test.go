@@ -1,147 +1,63 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/wsgw/wsgw/deploy/localcluster"
 	"github.com/wsgw/wsgw/internal/testkit"
 )
 
-// proc is one gateway or ticker this package started itself (Sentinel and Cluster tests, and
-// tickers with a known TICKER_ID). It is killed by PID when the test ends.
-type proc struct {
-	name string
-	bin  string
-	env  []string
-	log  string
-
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// startProc runs bin with exactly env (plus PATH and HOME), logging to a file in the test's
-// temporary directory; the log is printed when the test fails.
-func startProc(t *testing.T, name, bin string, env []string) *proc {
+// startProc runs the program bin of binDir with args and exactly env (plus PATH and HOME),
+// logging to NAME.log in the test's temporary directory, through the same localcluster.Proc a
+// cluster uses; stdin may be nil. The process is killed by PID when the test ends and its log
+// printed when the test fails.
+func startProc(t *testing.T, name, bin string, args, env []string, stdin *os.File) *localcluster.Proc {
 	t.Helper()
-	p := &proc{name: name, bin: bin, env: env, log: filepath.Join(t.TempDir(), name+".log")}
-	if err := p.start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+	env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	p := localcluster.NewProc(name, bin, args, env, filepath.Join(t.TempDir(), name+".log"), stdin)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		p.kill()
+		_ = p.Kill()
 		if t.Failed() || showLogs() {
-			dumpLog(t, name, p.log)
+			dumpLog(t, name, p.LogPath())
 		}
 	})
 	return p
 }
 
-// start (re)starts the process with its settings; the log file is appended to.
-func (p *proc) start() error {
-	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(p.bin)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, p.env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with the test binary
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		return err
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		f.Close()
-		close(done)
-	}()
-	p.cmd, p.done = cmd, done
-	return nil
-}
-
-func (p *proc) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// kill sends SIGKILL to this process (by PID) and waits for it.
-func (p *proc) kill() {
-	if p.cmd == nil || !p.running() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-// term sends SIGTERM and waits up to timeout for the exit, then kills it.
-func (p *proc) term(timeout time.Duration) error {
-	if !p.running() {
-		return fmt.Errorf("%s: not running", p.name)
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-			return fmt.Errorf("%s exited with code %d after SIGTERM", p.name, code)
-		}
-		return nil
-	case <-time.After(timeout):
-		p.kill()
-		return fmt.Errorf("%s still running %v after SIGTERM; killed", p.name, timeout)
-	}
-}
-
-// startGateway starts a gateway on a free loopback port with id and the extra env, and waits
-// for /readyz 200.
-func startGateway(t *testing.T, id string, env ...string) (*proc, string) {
+// startGateway starts a gateway outside any localcluster (Sentinel and Cluster tests) on a
+// free loopback port with id and the extra env, and waits for /readyz 200.
+func startGateway(t *testing.T, id string, env ...string) (*localcluster.Proc, string) {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testkit.FreePort(t)))
 	all := append(append([]string{}, baseEnv...), "GATEWAY_ID="+id, "GATEWAY_ADDR="+addr)
-	p := startProc(t, id, bin(t, "gateway"), append(all, env...))
+	p := startProc(t, id, bin(t, "gateway"), nil, append(all, env...), nil)
 	waitFor(t, 20*time.Second, "gateway "+id+" /readyz 200", func() error {
-		if !p.running() {
+		if !p.Running() {
 			return fmt.Errorf("%w: gateway %s exited", errStop, id)
 		}
-		if code := httpStatus(addr, "/readyz"); code != http.StatusOK {
-			return fmt.Errorf("/readyz %d", code)
-		}
-		return nil
+		return readyzIs(addr, http.StatusOK)()
 	})
 	return p, addr
 }
 
-// startTicker starts a ticker with TICKER_ID id and the extra env.
-func startTicker(t *testing.T, id string, env ...string) *proc {
+// startTicker starts a ticker outside any localcluster with TICKER_ID id and the extra env.
+func startTicker(t *testing.T, id string, env ...string) *localcluster.Proc {
 	t.Helper()
 	all := append(append([]string{}, baseEnv...), "TICKER_ID="+id)
-	return startProc(t, id, bin(t, "ticker"), append(all, env...))
-}
-
-// dumpLog prints the last part of a process log into the test output.
-func dumpLog(t *testing.T, name, path string) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Logf("log of %s: %v", name, err)
-		return
-	}
-	if len(b) > 6000 {
-		b = b[len(b)-6000:]
-	}
-	t.Logf("---- log of %s (%s) ----\n%s", name, path, b)
+	return startProc(t, id, bin(t, "ticker"), nil, append(all, env...), nil)
 }
 
 // httpStatus GETs path on addr and returns the status code, or 0 when the request failed.
@@ -160,6 +76,52 @@ func httpStatus(addr, path string) int {
 	return resp.StatusCode
 }
 
-// showLogs reports whether CLUSTERTEST_LOGS is set: every process log is then printed, not
-// only those of failed tests.
-func showLogs() bool { return os.Getenv("CLUSTERTEST_LOGS") != "" }
+// readyzIs is a waitFor condition: /readyz of addr answers want.
+func readyzIs(addr string, want int) func() error {
+	return func() error {
+		if code := httpStatus(addr, "/readyz"); code != want {
+			return fmt.Errorf("/readyz %d, want %d", code, want)
+		}
+		return nil
+	}
+}
+
+// metric reads one unlabelled sample from the gateway's /metrics (any namespace prefix), 0 when
+// it is absent.
+func metric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, " ")
+		if ok && (k == name || strings.HasSuffix(k, "_"+name)) {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("/metrics: %q: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// logHas reports whether a process log contains s.
+func logHas(t *testing.T, path, s string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read log: %v", err)
+	}
+	return strings.Contains(string(b), s)
+}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -14,31 +13,168 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgw/wsgw/deploy/localcluster"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
-// errStop, wrapped in a waitFor condition's error, ends the wait at once with a failure.
-var errStop = errors.New("giving up")
-
-// waitFor polls cond every 50ms until it returns nil and returns how long that took; after
-// timeout (or on an errStop) it fails the test with the last error.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		err := cond()
-		if err == nil {
-			return time.Since(start)
-		}
-		if errors.Is(err, errStop) || time.Since(start) > timeout {
-			t.Fatalf("%s: not after %v: %v", what, time.Since(start).Round(time.Millisecond), err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // bg is the context of the test's own Redis commands, each bounded by the client's timeouts.
 var bg = context.Background()
+
+// readPresence reads the whole presence hash, each value decoded strictly: exactly the fields
+// user, gateway and connected_at.
+func readPresence(rc redis.UniversalClient, key string) (map[string]protocol.Presence, error) {
+	all, err := rc.HGetAll(bg, key).Result()
+	if err != nil {
+		return nil, fmt.Errorf("HGETALL %s: %w", key, err)
+	}
+	out := make(map[string]protocol.Presence, len(all))
+	for id, v := range all {
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(v), &fields); err != nil {
+			return nil, fmt.Errorf("%s field %s: value %q is not a JSON object: %w", key, id, v, err)
+		}
+		if keys := sortedKeys(fields); !slices.Equal(keys, []string{"connected_at", "gateway", "user"}) {
+			return nil, fmt.Errorf("%s field %s: value %s has fields %v, want connected_at, gateway, user", key, id, v, keys)
+		}
+		var p protocol.Presence
+		if err := json.Unmarshal([]byte(v), &p); err != nil {
+			return nil, fmt.Errorf("%s field %s: value %s: %w", key, id, v, err)
+		}
+		out[id] = p
+	}
+	return out, nil
+}
+
+// presence is readPresence that fails the test on an error.
+func presence(t *testing.T, rc redis.UniversalClient, key string) map[string]protocol.Presence {
+	t.Helper()
+	p, err := readPresence(rc, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// heartbeat reads a heartbeat key, decoded strictly, and its remaining TTL.
+func heartbeat(t *testing.T, rc redis.UniversalClient, key string) (protocol.Heartbeat, time.Duration, error) {
+	t.Helper()
+	v, err := rc.Get(bg, key).Result()
+	if err != nil {
+		return protocol.Heartbeat{}, 0, fmt.Errorf("GET %s: %w", key, err)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(v), &fields); err != nil {
+		t.Fatalf("%s: value %q is not a JSON object: %v", key, v, err)
+	}
+	if keys := sortedKeys(fields); !slices.Equal(keys, []string{"addr", "connections", "started_at"}) {
+		t.Errorf("%s: value %s has fields %v, want addr, connections, started_at", key, v, keys)
+	}
+	var hb protocol.Heartbeat
+	if err := json.Unmarshal([]byte(v), &hb); err != nil {
+		t.Fatalf("%s: value %s: %v", key, v, err)
+	}
+	ttl, err := rc.PTTL(bg, key).Result()
+	if err != nil {
+		return hb, 0, fmt.Errorf("PTTL %s: %w", key, err)
+	}
+	return hb, ttl, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// connIDs are the first welcomes' conn_ids of clients.
+func connIDs(cs ...*client) []string {
+	ids := make([]string, len(cs))
+	for i, c := range cs {
+		ids[i] = c.welcome.ConnID
+	}
+	return ids
+}
+
+// hasAll reports an error when any of ids is missing from the hash.
+func hasAll(hash map[string]protocol.Presence, ids []string) error {
+	for _, id := range ids {
+		if _, ok := hash[id]; !ok {
+			return fmt.Errorf("field %s missing (have %d fields)", id, len(hash))
+		}
+	}
+	return nil
+}
+
+// hasNone reports an error when any of ids is a field of the hash.
+func hasNone(hash map[string]protocol.Presence, ids []string) error {
+	for _, id := range ids {
+		if _, ok := hash[id]; ok {
+			return fmt.Errorf("field %s still present", id)
+		}
+	}
+	return nil
+}
+
+// liveConns is the set of connection ids the clients hold now: the last welcome of each real
+// client and the current connection of each in-process one.
+func liveConns(terms []*termClient, cs []*client) map[string]bool {
+	m := map[string]bool{}
+	for _, tc := range terms {
+		ws := tc.welcomes()
+		m[ws[len(ws)-1].ID] = true
+	}
+	for _, cl := range cs {
+		if cur := cl.current(); cur != nil {
+			m[cur.ID] = true
+		}
+	}
+	return m
+}
+
+// gatewayIDs is the set of the cluster's gateway ids.
+func gatewayIDs(c *localcluster.Cluster) map[string]bool {
+	m := make(map[string]bool, len(c.Gateways))
+	for _, g := range c.Gateways {
+		m[g.ID] = true
+	}
+	return m
+}
+
+// presenceMatches checks that ws:presence holds exactly the connections in live, n of them,
+// each on one of gateways.
+func presenceMatches(rc redis.UniversalClient, live, gateways map[string]bool, n int) error {
+	if len(live) != n {
+		return fmt.Errorf("%d clients connected, want %d", len(live), n)
+	}
+	p, err := readPresence(rc, keys.Presence())
+	if err != nil {
+		return err
+	}
+	var stale, missing []string
+	for id, v := range p {
+		if !live[id] || !gateways[v.Gateway] {
+			stale = append(stale, id+" ("+v.User+" on "+v.Gateway+")")
+		}
+	}
+	for id := range live {
+		if _, ok := p[id]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	if len(p) != n || len(stale) > 0 || len(missing) > 0 {
+		return fmt.Errorf("HLEN ws:presence = %d, want %d; stale %v; missing %v", len(p), n, stale, missing)
+	}
+	return nil
+}
 
 // event is one presence event as received.
 type event struct {
@@ -112,104 +248,47 @@ func (l *eventLog) about(ids []string) []event {
 	return out
 }
 
-// presence reads the whole presence hash, each value decoded strictly: exactly the fields
-// user, gateway and connected_at.
-func presence(t *testing.T, rc redis.UniversalClient, key string) map[string]protocol.Presence {
-	t.Helper()
-	all, err := rc.HGetAll(bg, key).Result()
-	if err != nil {
-		t.Fatalf("HGETALL %s: %v", key, err)
-	}
-	out := make(map[string]protocol.Presence, len(all))
-	for id, v := range all {
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal([]byte(v), &fields); err != nil {
-			t.Fatalf("%s field %s: value %q is not a JSON object: %v", key, id, v, err)
-		}
-		if keys := sortedKeys(fields); !slices.Equal(keys, []string{"connected_at", "gateway", "user"}) {
-			t.Errorf("%s field %s: value %s has fields %v, want connected_at, gateway, user", key, id, v, keys)
-		}
-		var p protocol.Presence
-		if err := json.Unmarshal([]byte(v), &p); err != nil {
-			t.Fatalf("%s field %s: value %s: %v", key, id, v, err)
-		}
-		out[id] = p
+// connRef names one connection as its welcome did.
+type connRef struct{ ID, User, Gateway string }
+
+// refs are the first connections of clients.
+func refs(cs ...*client) []connRef {
+	out := make([]connRef, len(cs))
+	for i, c := range cs {
+		out[i] = connRef{c.welcome.ConnID, c.welcome.User, c.welcome.Gateway}
 	}
 	return out
 }
 
-// heartbeat reads a heartbeat key, decoded strictly, and its remaining TTL.
-func heartbeat(t *testing.T, rc redis.UniversalClient, key string) (protocol.Heartbeat, time.Duration, error) {
+// checkLeaves waits up to timeout for a leave about each of conns, then checks that each got
+// exactly one leave, with reason and the user and gateway of its welcome.
+func (l *eventLog) checkLeaves(t *testing.T, reason string, timeout time.Duration, conns ...connRef) {
 	t.Helper()
-	v, err := rc.Get(bg, key).Result()
-	if err != nil {
-		return protocol.Heartbeat{}, 0, fmt.Errorf("GET %s: %w", key, err)
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(v), &fields); err != nil {
-		t.Fatalf("%s: value %q is not a JSON object: %v", key, v, err)
-	}
-	if keys := sortedKeys(fields); !slices.Equal(keys, []string{"addr", "connections", "started_at"}) {
-		t.Errorf("%s: value %s has fields %v, want addr, connections, started_at", key, v, keys)
-	}
-	var hb protocol.Heartbeat
-	if err := json.Unmarshal([]byte(v), &hb); err != nil {
-		t.Fatalf("%s: value %s: %v", key, v, err)
-	}
-	ttl, err := rc.PTTL(bg, key).Result()
-	if err != nil {
-		return hb, 0, fmt.Errorf("PTTL %s: %w", key, err)
-	}
-	return hb, ttl, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
-
-// connIDs are the welcomes' conn_ids of clients.
-func connIDs(cs ...*wsClient) []string {
-	ids := make([]string, len(cs))
-	for i, c := range cs {
-		ids[i] = c.welcome.ConnID
-	}
-	return ids
-}
-
-// hasNone reports an error when any of ids is a field of the hash.
-func hasNone(hash map[string]protocol.Presence, ids []string) error {
-	for _, id := range ids {
-		if _, ok := hash[id]; ok {
-			return fmt.Errorf("field %s still present", id)
-		}
-	}
-	return nil
-}
-
-// checkLeaves checks that events hold exactly one event per id in ids, a leave with reason,
-// user and gateway as the welcome said.
-func checkLeaves(t *testing.T, events []event, reason string, clients ...*wsClient) {
-	t.Helper()
-	for _, c := range clients {
-		var mine []event
-		for _, e := range events {
-			if e.ConnID == c.welcome.ConnID {
-				mine = append(mine, e)
+	leaves := func(id string) []event {
+		var out []event
+		for _, e := range l.about([]string{id}) {
+			if e.Type == protocol.EventLeave {
+				out = append(out, e)
 			}
 		}
+		return out
+	}
+	waitFor(t, timeout, "a leave ("+reason+") for each connection", func() error {
+		for _, c := range conns {
+			if len(leaves(c.ID)) == 0 {
+				return fmt.Errorf("no leave event for %s", c.ID)
+			}
+		}
+		return nil
+	})
+	for _, c := range conns {
+		mine := leaves(c.ID)
 		if len(mine) != 1 {
-			t.Errorf("conn %s: %d events, want exactly one leave (%s): %+v", c.welcome.ConnID, len(mine), reason, mine)
+			t.Errorf("conn %s: %d leaves, want exactly one (%s): %+v", c.ID, len(mine), reason, mine)
 			continue
 		}
-		e := mine[0]
-		if e.Type != protocol.EventLeave || e.Reason != reason || e.User != c.welcome.User || e.Gateway != c.welcome.Gateway {
-			t.Errorf("conn %s: event %s, want leave of user %s on %s with reason %s", c.welcome.ConnID, e.Raw,
-				c.welcome.User, c.welcome.Gateway, reason)
+		if e := mine[0]; e.Reason != reason || e.User != c.User || e.Gateway != c.Gateway {
+			t.Errorf("conn %s: event %s, want leave of user %s on %s with reason %s", c.ID, e.Raw, c.User, c.Gateway, reason)
 		}
 	}
 }

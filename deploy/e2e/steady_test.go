@@ -10,18 +10,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgw/wsgw/deploy/localcluster"
+
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
-// TestSteadyState: three gateways and two tickers. Every client on every gateway gets the
-// same ticks (same seq, same time) with no gap and no duplicate; Fibonacci answers go to the
-// asker only; the presence hash, the heartbeats and the gateways set are as PROTOCOL.md says.
+// TestSteadyState: three gateways and two tickers, two clients dialed to each gateway and 30
+// more through HAProxy, which spreads them over the gateways (leastconn). Every client on every
+// gateway gets the same ticks (same seq, same time) with no gap and no duplicate; Fibonacci
+// answers go to the asker only; the presence hash, the heartbeats and the gateways set are as
+// PROTOCOL.md says.
 func TestSteadyState(t *testing.T) {
-	c := startCluster(t, 3, 2)
+	c := startCluster(t, localcluster.Options{Gateways: 3, Tickers: 2})
 	rc := c.RedisClient()
 	start := time.Now()
 
-	var clients []*wsClient
+	var clients []*client
 	for gi, g := range c.Gateways {
 		for k := range 2 {
 			cl := dial(t, g.Addr, fmt.Sprintf("u%d-%d", gi+1, k))
@@ -31,11 +35,28 @@ func TestSteadyState(t *testing.T) {
 			clients = append(clients, cl)
 		}
 	}
+	const viaLB = 30
+	lbClients := startClients(t, c.LBAddr, "tick", viaLB, false, 20*time.Second)
+	perGateway := map[string]int{}
+	for _, cl := range lbClients {
+		perGateway[cl.welcome.Gateway]++
+	}
+	t.Logf("clients of HAProxy per gateway: %v", perGateway)
+	if len(perGateway) < 2 {
+		t.Errorf("%d clients landed on %d gateway(s) %v, want at least 2", viaLB, len(perGateway), perGateway)
+	}
+	for id := range perGateway {
+		if c.GatewayByID(id) == nil {
+			t.Errorf("welcome names gateway %q, not one of the cluster's", id)
+		}
+	}
+	asking := clients // the direct clients ask for Fibonacci numbers
+	clients = append(slices.Clone(clients), lbClients...)
 
 	// Fibonacci: each client asks with ids of its own, all at once.
 	const asks = 3
 	askN := map[string]int{} // request id → n; ids are unique across clients
-	for i, cl := range clients {
+	for i, cl := range asking {
 		for k := range asks {
 			id, n := fmt.Sprintf("%s-r%d", cl.welcome.User, k), 30+7*i+k
 			askN[id] = n
@@ -78,12 +99,15 @@ func TestSteadyState(t *testing.T) {
 	}
 	for _, cl := range clients {
 		checkTicks(t, cl, nil) // no gap, no repeat, time matches seq
+		if n := cl.duplicates(); n != 0 {
+			t.Errorf("%s received %d duplicate ticks", cl.user, n)
+		}
 	}
-	t.Logf("%d clients on %d gateways got the same %d consecutive ticks %d..%d", len(clients), len(c.Gateways),
-		common, first, first+int64(common)-1)
+	measure(t, "ticks", "%d clients on %d gateways saw seqs %d..%d identically", len(clients), len(c.Gateways),
+		first, first+int64(common)-1)
 
 	// Fibonacci answers: each client has exactly its own.
-	for _, cl := range clients {
+	for _, cl := range asking {
 		waitFor(t, 10*time.Second, "fib answers of "+cl.welcome.User, func() error {
 			n := 0
 			fs, _ := cl.snapshot()
@@ -121,20 +145,24 @@ func TestSteadyState(t *testing.T) {
 				t.Errorf("client %s: unexpected frame %+v", cl.welcome.User, f.Frame)
 			}
 		}
-		if len(got) != asks {
-			t.Errorf("client %s: answers %v, want %d", cl.welcome.User, got, asks)
+		want := 0
+		if slices.Contains(asking, cl) {
+			want = asks
+		}
+		if len(got) != want {
+			t.Errorf("client %s: answers %v, want %d", cl.welcome.User, got, want)
 		}
 	}
 
 	// Presence: one field per open connection, the contract's JSON.
 	ids := connIDs(clients...)
 	waitFor(t, 5*time.Second, "HLEN ws:presence = open connections", func() error {
-		if n, err := rc.HLen(bg, key("presence")).Result(); err != nil || n != int64(len(clients)) {
+		if n, err := rc.HLen(bg, keys.Presence()).Result(); err != nil || n != int64(len(clients)) {
 			return fmt.Errorf("HLEN %d (%v), want %d", n, err, len(clients))
 		}
 		return nil
 	})
-	hash := presence(t, rc, key("presence"))
+	hash := presence(t, rc, keys.Presence())
 	if got := sortedKeys(hash); !slices.Equal(got, sorted(ids)) {
 		t.Errorf("presence fields %v, want the welcomes' conn_ids %v", got, sorted(ids))
 	}
@@ -152,18 +180,23 @@ func TestSteadyState(t *testing.T) {
 	}
 
 	// Heartbeats: JSON {addr, started_at, connections}, TTL ≤ PRESENCE_TTL.
+	perGateway = map[string]int{}
+	for _, cl := range clients {
+		perGateway[cl.welcome.Gateway]++
+	}
 	var gwIDs []string
 	for _, g := range c.Gateways {
 		gwIDs = append(gwIDs, g.ID)
-		k := key("gateway:" + g.ID)
+		k := keys.Heartbeat(g.ID)
 		var hb protocol.Heartbeat
 		var ttl time.Duration
-		waitFor(t, 5*time.Second, k+" with 2 connections", func() error {
+		want := perGateway[g.ID]
+		waitFor(t, 5*time.Second, fmt.Sprintf("%s with %d connections", k, want), func() error {
 			var err error
 			if hb, ttl, err = heartbeat(t, rc, k); err != nil {
 				return err
 			}
-			if hb.Connections != 2 {
+			if hb.Connections != want {
 				return fmt.Errorf("connections %d", hb.Connections)
 			}
 			return nil
@@ -180,7 +213,7 @@ func TestSteadyState(t *testing.T) {
 		}
 		t.Logf("%s = %+v, TTL %v", k, hb, ttl)
 	}
-	members, err := rc.SMembers(bg, key("gateways")).Result()
+	members, err := rc.SMembers(bg, keys.Gateways()).Result()
 	if err != nil || !slices.Equal(sorted(members), sorted(gwIDs)) {
 		t.Errorf("SMEMBERS ws:gateways = %v (%v), want %v", members, err, gwIDs)
 	}
@@ -196,10 +229,4 @@ func TestSteadyState(t *testing.T) {
 	if err != nil || users.Count != len(clients) || len(users.Users) != len(clients) {
 		t.Errorf("/users: %+v (%v), want %d connections", users, err, len(clients))
 	}
-}
-
-func sorted(s []string) []string {
-	s = slices.Clone(s)
-	slices.Sort(s)
-	return s
 }

@@ -3,29 +3,22 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
 
-	"github.com/wsgw/wsgw/internal/testkit"
+	"github.com/wsgw/wsgw/deploy/localcluster"
 )
 
-// termClient is the real `client` program, reading from a pipe kept open (EOF would end it) and
-// writing frames and status lines to one buffer.
+// termClient is the real `client` program, reading from a pipe kept open until the test ends
+// (EOF would end it), its frames and status lines in its log.
 type termClient struct {
-	user   string
-	out    testkit.SyncBuffer
-	cmd    *exec.Cmd
-	stdin  *os.File
-	exited chan error
+	user string
+	proc *localcluster.Proc
 }
 
 // welcomeLine is how the client prints a welcome frame.
 var welcomeLine = regexp.MustCompile(`connected to (\S+) as (\S+) \(conn (\S+)\)`)
-
-type termWelcome struct{ Gateway, User, ConnID string }
 
 func startTermClient(t *testing.T, lb, user string) *termClient {
 	t.Helper()
@@ -33,55 +26,36 @@ func startTermClient(t *testing.T, lb, user string) *termClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := &termClient{user: user, stdin: w, exited: make(chan error, 1)}
-	tc.cmd = exec.Command(filepath.Join(binaries(t), "client"), "-url", "ws://"+lb+"/ws", "-user", user)
-	tc.cmd.Stdin, tc.cmd.Stdout, tc.cmd.Stderr = r, &tc.out, &tc.out
-	if err := tc.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	// Cleanups run last-in first-out: this one, registered first, closes stdin (Ctrl-D: the
+	// client closes with 1000 and exits) after startProc's has killed it if it had not.
+	t.Cleanup(func() { w.Close() })
+	p := startProc(t, "client-"+user, bin(t, "client"), []string{"-url", "ws://" + lb + "/ws", "-user", user}, nil, r)
 	r.Close()
-	go func() { tc.exited <- tc.cmd.Wait() }()
-	t.Cleanup(func() {
-		w.Close() // Ctrl-D: the client closes with 1000 and exits
-		select {
-		case <-tc.exited:
-		case <-time.After(5 * time.Second):
-			_ = tc.cmd.Process.Kill()
-			<-tc.exited
-		}
-		if t.Failed() {
-			t.Logf("--- client %s output:\n%s", user, tc.out.String())
-		}
-	})
-	return tc
+	return &termClient{user: user, proc: p}
 }
 
 // welcomes lists every welcome the client printed, in order.
-func (tc *termClient) welcomes() []termWelcome {
-	var ws []termWelcome
-	for _, m := range welcomeLine.FindAllStringSubmatch(tc.out.String(), -1) {
-		ws = append(ws, termWelcome{Gateway: m[1], User: m[2], ConnID: m[3]})
+func (tc *termClient) welcomes() []connRef {
+	b, _ := os.ReadFile(tc.proc.LogPath())
+	var ws []connRef
+	for _, m := range welcomeLine.FindAllStringSubmatch(string(b), -1) {
+		ws = append(ws, connRef{Gateway: m[1], User: m[2], ID: m[3]})
 	}
 	return ws
 }
 
 // waitWelcomes waits until the client has printed at least n welcomes.
-func (tc *termClient) waitWelcomes(n int, timeout time.Duration) ([]termWelcome, error) {
-	var ws []termWelcome
-	err := waitFor(timeout, 20*time.Millisecond, func() error {
-		select {
-		case err := <-tc.exited:
-			tc.exited <- err
-			return fmt.Errorf("client %s exited: %v", tc.user, err)
-		default:
+func (tc *termClient) waitWelcomes(t *testing.T, n int, timeout time.Duration) []connRef {
+	t.Helper()
+	var ws []connRef
+	waitFor(t, timeout, fmt.Sprintf("client %s: %d welcome(s)", tc.user, n), func() error {
+		if !tc.proc.Running() {
+			return fmt.Errorf("%w: client %s exited: %v", errStop, tc.user, tc.proc.ExitErr())
 		}
 		if ws = tc.welcomes(); len(ws) < n {
-			return fmt.Errorf("client %s printed %d welcome(s), want %d", tc.user, len(ws), n)
+			return fmt.Errorf("printed %d welcome(s)", len(ws))
 		}
 		return nil
 	})
-	if err != nil {
-		err = fmt.Errorf("%w; output:\n%s", err, tc.out.String())
-	}
-	return ws, err
+	return ws
 }

@@ -10,17 +10,20 @@ import (
 
 // TestTickerFailover: the lease holder killed with SIGKILL is replaced within LEASE_TTL + 1 s;
 // the holder stopped with SIGTERM releases the lease and is replaced at the standby's next tick.
-// At the clients seq never repeats and never goes back, and both gateways forward the same ticks.
+// At the clients (two dialed to gateways, three redialing through HAProxy) seq never repeats
+// and never goes back, no client reconnects, and every gateway forwards the same ticks.
 func TestTickerFailover(t *testing.T) {
-	c := startCluster(t, 2, 2)
+	c := startCluster(t, localcluster.Options{Gateways: 3, Tickers: 2})
 	rc := c.RedisClient()
 	a, b := dial(t, c.Gateways[0].Addr, "tf-a"), dial(t, c.Gateways[1].Addr, "tf-b")
-	a.waitTicks(10*time.Second, 3)
-	b.waitTicks(10*time.Second, 3)
+	clients := append([]*client{a, b}, startClients(t, c.LBAddr, "tk", 3, true, 20*time.Second)...)
+	for _, cl := range clients {
+		cl.waitTicks(10*time.Second, 3)
+	}
 
 	holder := func() *localcluster.Proc {
 		t.Helper()
-		id, err := rc.Get(bg, key("ticker:leader")).Result()
+		id, err := rc.Get(bg, keys.TickerLeader()).Result()
 		if err != nil {
 			t.Fatalf("GET ws:ticker:leader: %v", err)
 		}
@@ -46,7 +49,7 @@ func TestTickerFailover(t *testing.T) {
 		lastBefore := min(a.lastSeq(), b.lastSeq())
 		var gap time.Duration
 		var next int64
-		for _, cl := range []*wsClient{a, b} {
+		for _, cl := range clients {
 			f := cl.waitTick(10*time.Second, exitSeq)
 			gap = max(gap, f.At.Sub(stopped))
 			next = f.Seq
@@ -70,6 +73,15 @@ func TestTickerFailover(t *testing.T) {
 	if bound := leaseTTL + time.Second + 500*time.Millisecond; gap > bound {
 		t.Errorf("after SIGKILL ticks resumed after %v, want ≤ LEASE_TTL + 1 s (%v, with 500 ms slack)", gap, leaseTTL+time.Second)
 	}
+	var largest int64 // the largest jump between consecutive seqs a client saw
+	for _, cl := range clients {
+		ts := cl.ticks()
+		for i := 1; i < len(ts); i++ {
+			largest = max(largest, ts[i].Seq-ts[i-1].Seq)
+		}
+	}
+	measure(t, "ticker_kill9", "leader %s killed; %s publishing, ticks resumed %v later, largest seq jump %d (LEASE_TTL %v)",
+		killed.Name, holder().Name, gap.Round(time.Millisecond), largest, leaseTTL)
 
 	// The killed one comes back as a standby and does not take the lease.
 	if err := killed.Start(); err != nil {
@@ -92,14 +104,17 @@ func TestTickerFailover(t *testing.T) {
 	}
 
 	a.waitTick(5*time.Second, a.lastSeq()+1)
-	for _, cl := range []*wsClient{a, b} {
+	for _, cl := range clients {
 		checkTicks(t, cl, func(prev, next frame) bool { return true }) // gaps allowed, repeats and going back not
-		if err := cl.err(); err != nil {
-			t.Errorf("client %s: socket closed: %v", cl.welcome.ConnID, err)
+		if err := cl.lastErr(); err != nil || len(cl.history()) != 1 {
+			t.Errorf("client %s: socket closed (%d connections): %v", cl.user, len(cl.history()), err)
+		}
+		if n := cl.duplicates(); n != 0 {
+			t.Errorf("%s received %d duplicate ticks", cl.user, n)
 		}
 	}
-	// Both gateways forwarded the same ticks: identical seqs over the common range.
-	common := func(cl *wsClient, from, to int64) []int64 {
+	// Every gateway forwarded the same ticks: identical seqs over the common range.
+	common := func(cl *client, from, to int64) []int64 {
 		var out []int64
 		for _, f := range cl.ticks() {
 			if f.Seq >= from && f.Seq <= to {
@@ -108,9 +123,13 @@ func TestTickerFailover(t *testing.T) {
 		}
 		return out
 	}
-	from := max(a.ticks()[0].Seq, b.ticks()[0].Seq)
-	to := min(a.lastSeq(), b.lastSeq())
-	if sa, sb := common(a, from, to), common(b, from, to); fmt.Sprint(sa) != fmt.Sprint(sb) {
-		t.Errorf("the two gateways forwarded different ticks:\n%v\n%v", sa, sb)
+	from, to := int64(0), a.lastSeq()
+	for _, cl := range clients {
+		from, to = max(from, cl.ticks()[0].Seq), min(to, cl.lastSeq())
+	}
+	for _, cl := range clients[1:] {
+		if sa, sb := common(a, from, to), common(cl, from, to); fmt.Sprint(sa) != fmt.Sprint(sb) {
+			t.Errorf("%s and %s got different ticks:\n%v\n%v", a.user, cl.user, sa, sb)
+		}
 	}
 }

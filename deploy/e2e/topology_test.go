@@ -25,7 +25,7 @@ func TestSentinelFailover(t *testing.T) {
 	a := dial(t, addr, "sent-a")
 	a.waitTicks(15*time.Second, 2)
 	waitFor(t, 5*time.Second, "presence on the first master", func() error {
-		return st.Master.Client().HGet(bg, key("presence"), a.welcome.ConnID).Err()
+		return st.Master.Client().HGet(bg, keys.Presence(), a.welcome.ConnID).Err()
 	})
 
 	oldMaster := st.Master.Addr()
@@ -46,17 +46,17 @@ func TestSentinelFailover(t *testing.T) {
 	// Writes after the failover reach the new master: a join, the heartbeat, a leave.
 	b := dial(t, addr, "sent-b")
 	landed := waitFor(t, 10*time.Second, "new connection's field on the new master", func() error {
-		v, err := newMaster.HGet(bg, key("presence"), b.welcome.ConnID).Result()
+		v, err := newMaster.HGet(bg, keys.Presence(), b.welcome.ConnID).Result()
 		if err != nil {
 			return err
 		}
 		var p protocol.Presence
 		return jsonStrict(v, &p)
 	})
-	if err := newMaster.HGet(bg, key("presence"), a.welcome.ConnID).Err(); err != nil {
+	if err := newMaster.HGet(bg, keys.Presence(), a.welcome.ConnID).Err(); err != nil {
 		t.Errorf("first connection's field on the new master: %v", err)
 	}
-	hb := key("gateway:gw-s1")
+	hb := keys.Heartbeat("gw-s1")
 	ttl1, _ := newMaster.PTTL(bg, hb).Result()
 	time.Sleep(presenceTTL/3 + 500*time.Millisecond)
 	ttl2, err := newMaster.PTTL(bg, hb).Result()
@@ -64,9 +64,9 @@ func TestSentinelFailover(t *testing.T) {
 		t.Errorf("heartbeat on the new master: PTTL %v (%v)", ttl2, err)
 	}
 	t.Logf("heartbeat TTL on the new master %v, then %v (refreshed)", ttl1, ttl2)
-	b.closeNow()
+	b.close()
 	waitFor(t, 10*time.Second, "closed connection's field deleted on the new master", func() error {
-		if n, err := newMaster.HExists(bg, key("presence"), b.welcome.ConnID).Result(); err != nil || n {
+		if n, err := newMaster.HExists(bg, keys.Presence(), b.welcome.ConnID).Result(); err != nil || n {
 			return fmt.Errorf("HEXISTS %v (%v)", n, err)
 		}
 		return nil
@@ -74,7 +74,7 @@ func TestSentinelFailover(t *testing.T) {
 	t.Logf("a join after the failover reached the new master in %v", landed.Round(time.Millisecond))
 	a.waitTick(5*time.Second, a.lastSeq()+1)
 	checkTicks(t, a, func(prev, next frame) bool { return true })
-	if err := a.err(); err != nil {
+	if err := a.lastErr(); err != nil {
 		t.Errorf("client lost its socket in the failover: %v", err)
 	}
 }
@@ -96,17 +96,18 @@ func TestRedisCluster(t *testing.T) {
 	b.waitTicks(15*time.Second, 3)
 	from := max(a.ticks()[0].Seq, b.ticks()[0].Seq)
 	for seq := from; seq <= min(a.lastSeq(), b.lastSeq()); seq++ {
-		if !hasSeq(a, seq) || !hasSeq(b, seq) {
+		_, inA := a.tick(seq)
+		_, inB := b.tick(seq)
+		if !inA || !inB {
 			t.Errorf("seq %d did not reach both gateways' clients", seq)
 		}
 	}
 
-	const prefix = "{ws}:"
 	waitFor(t, 5*time.Second, "both connections in {ws}:presence", func() error {
-		return hasAll(presence(t, rc, prefix+"presence"), connIDs(a, b))
+		return hasAll(presence(t, rc, clusterKeys.Presence()), connIDs(a, b))
 	})
 	for _, id := range []string{"gw-c1", "gw-c2"} {
-		hb, ttl, err := heartbeat(t, rc, prefix+"gateway:"+id)
+		hb, ttl, err := heartbeat(t, rc, clusterKeys.Heartbeat(id))
 		if err != nil || ttl <= 0 || ttl > presenceTTL {
 			t.Errorf("heartbeat of %s: %+v TTL %v (%v)", id, hb, ttl, err)
 		}
@@ -116,16 +117,16 @@ func TestRedisCluster(t *testing.T) {
 			t.Errorf("%s exists in Cluster mode (EXISTS %d, %v); keys belong under {ws}:", k, n, err)
 		}
 	}
-	if v, err := rc.Get(bg, prefix+"ticker:leader").Result(); err != nil || v != "tk-c1" {
+	if v, err := rc.Get(bg, clusterKeys.TickerLeader()).Result(); err != nil || v != "tk-c1" {
 		t.Errorf("{ws}:ticker:leader = %q (%v), want tk-c1", v, err)
 	}
 
-	events := subscribeEvents(t, rc, prefix+"presence:events")
+	events := subscribeEvents(t, rc, clusterKeys.Events())
 	killed := time.Now()
-	g2.kill()
+	_ = g2.Kill()
 	bound := 2*presenceTTL + time.Second
 	swept := waitFor(t, bound, "killed gateway swept", func() error {
-		return hasNone(presence(t, rc, prefix+"presence"), connIDs(b))
+		return hasNone(presence(t, rc, clusterKeys.Presence()), connIDs(b))
 	})
 	waitFor(t, 2*time.Second, "its gateway_lost leave", func() error {
 		if len(events.about(connIDs(b))) == 0 {
@@ -134,32 +135,26 @@ func TestRedisCluster(t *testing.T) {
 		return nil
 	})
 	waitFor(t, bound-time.Since(killed), "gw-c2 out of {ws}:gateways", func() error {
-		if ok, err := rc.SIsMember(bg, prefix+"gateways", "gw-c2").Result(); err != nil || ok {
+		if ok, err := rc.SIsMember(bg, clusterKeys.Gateways(), "gw-c2").Result(); err != nil || ok {
 			return fmt.Errorf("still a member (%v)", err)
 		}
 		return nil
 	})
 	time.Sleep(presenceTTL/3 + 500*time.Millisecond) // one more sweep round: still one leave
-	checkLeaves(t, events.about(connIDs(b)), protocol.ReasonGatewayLost, b)
+	events.checkLeaves(t, protocol.ReasonGatewayLost, 0, refs(b)...)
+	if evs := events.about(connIDs(b)); len(evs) != 1 {
+		t.Errorf("events about the swept connection: %+v, want its one leave", evs)
+	}
 	if evs := events.about(connIDs(a)); len(evs) != 0 {
 		t.Errorf("events about the live connection: %+v", evs)
 	}
-	if err := hasAll(presence(t, rc, prefix+"presence"), connIDs(a)); err != nil {
+	if err := hasAll(presence(t, rc, clusterKeys.Presence()), connIDs(a)); err != nil {
 		t.Errorf("live connection: %v", err)
 	}
 	a.waitTick(5*time.Second, a.lastSeq()+1)
 	checkTicks(t, a, nil)
 	t.Logf("Cluster: ticks on both gateways from seq %d; SIGKILL of gw-c2 swept after %v (bound %v)",
 		from, swept.Round(time.Millisecond), bound)
-}
-
-func hasSeq(c *wsClient, seq int64) bool {
-	for _, f := range c.ticks() {
-		if f.Seq == seq {
-			return true
-		}
-	}
-	return false
 }
 
 // largestGap is the longest time between two consecutive ticks.

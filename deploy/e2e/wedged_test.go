@@ -1,17 +1,13 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/wsgw/wsgw/deploy/localcluster"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -21,7 +17,7 @@ import (
 // resubscribe, after which it is 200 again and ticks flow. A stopped ticker alone never makes
 // the gateway unready.
 func TestSubscriptionLostAndWedged(t *testing.T) {
-	c := startCluster(t, 1, 1)
+	c := startCluster(t, localcluster.Options{Gateways: 1, Tickers: 1, NoLB: true})
 	rc := c.RedisClient()
 	g, tk := c.Gateways[0], c.Tickers[0]
 	cl := dial(t, g.Addr, "wedge")
@@ -65,7 +61,7 @@ func TestSubscriptionLostAndWedged(t *testing.T) {
 	// so /readyz is 200 afterwards. A /readyz polled inside the window answers 503: the broker
 	// tests pin that; here the point is that the process heals itself.
 	ahead := lastTick + 100
-	if err := rc.Set(bg, key("ticker:last"), ahead, time.Minute).Err(); err != nil {
+	if err := rc.Set(bg, keys.TickerLast(), ahead, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	healed := waitFor(t, 10*time.Second, "the gateway to notice the wedged subscription by itself", func() error {
@@ -94,59 +90,10 @@ func TestSubscriptionLostAndWedged(t *testing.T) {
 		t.Errorf("/readyz %d with the ticker back, want 200", code)
 	}
 	checkTicks(t, cl, func(prev, next frame) bool { return true }) // never a repeat or a step back
-	if err := cl.err(); err != nil {
+	if err := cl.lastErr(); err != nil {
 		t.Errorf("socket closed: %v", err)
 	}
 }
 
 // seqNow is the seq of the tick standing for now.
 func seqNow() int64 { return protocol.TickSeq(time.Now(), tickInterval) }
-
-func readyzIs(addr string, want int) func() error {
-	return func() error {
-		if code := httpStatus(addr, "/readyz"); code != want {
-			return fmt.Errorf("/readyz %d, want %d", code, want)
-		}
-		return nil
-	}
-}
-
-// metric reads one unlabelled sample from the gateway's /metrics (any namespace prefix), 0 when
-// it is absent.
-func metric(t *testing.T, addr, name string) float64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, " ")
-		if ok && (k == name || strings.HasSuffix(k, "_"+name)) {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("/metrics: %q: %v", line, err)
-			}
-			return f
-		}
-	}
-	return 0
-}
-
-// logHas reports whether a process log contains s.
-func logHas(t *testing.T, path, s string) bool {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read log: %v", err)
-	}
-	return strings.Contains(string(b), s)
-}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgw/wsgw/deploy/localcluster"
 	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
@@ -22,7 +23,7 @@ import (
 func TestWscatFibAndPresence(t *testing.T) {
 	wscat := testkit.Need(t, "wscat")
 	redisCLI := testkit.Need(t, "redis-cli")
-	c := startCluster(t)
+	c := startCluster(t, localcluster.Options{})
 	_, redisPort, _ := strings.Cut(c.RedisAddr, ":")
 
 	// wscat exits as soon as its stdin reaches EOF, before even connecting: give it a pipe that
@@ -32,29 +33,15 @@ func TestWscatFibAndPresence(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { keepOpen.Close() })
-	var out testkit.SyncBuffer
-	cmd := exec.Command(wscat, "-c", "ws://"+c.LBAddr+"/ws?user=w", "-x", "10", "-w", "2")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &out
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	p := startProc(t, "wscat", wscat, []string{"-c", "ws://" + c.LBAddr + "/ws?user=w", "-x", "10", "-w", "2"}, nil, stdin)
 	stdin.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	output := func() string { b, _ := os.ReadFile(p.LogPath()); return string(b) }
 
 	var welcome protocol.Frame
-	err = waitFor(15*time.Second, 20*time.Millisecond, func() error {
+	waitFor(t, 15*time.Second, "wscat: a welcome and F(10) = 55", func() error {
 		var fib bool
-		for _, f := range jsonFrames(out.String()) {
+		for _, f := range jsonFrames(output()) {
 			switch f.Type {
 			case protocol.TypeWelcome:
 				welcome = f
@@ -63,15 +50,12 @@ func TestWscatFibAndPresence(t *testing.T) {
 			}
 		}
 		if welcome.ConnID == "" || !fib {
-			return errors.New("no welcome and F(10) = 55 yet")
+			return errors.New("not in its output yet")
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("wscat: %v; output:\n%s", err, out.String())
-	}
-	if !strings.Contains(out.String(), `"result":"55"`) {
-		t.Errorf("wscat output lacks \"result\":\"55\":\n%s", out.String())
+	if !strings.Contains(output(), `"result":"55"`) {
+		t.Errorf("wscat output lacks \"result\":\"55\":\n%s", output())
 	}
 	measure(t, "wscat_fib", "welcome and F(10) in %v after starting wscat", time.Since(start).Round(time.Millisecond))
 	if welcome.User != "w" {
@@ -80,17 +64,15 @@ func TestWscatFibAndPresence(t *testing.T) {
 
 	// While wscat waits its 2 s, the real redis-cli lists the connection.
 	var listed protocol.Presence
-	err = waitFor(5*time.Second, 50*time.Millisecond, func() error {
+	waitFor(t, 5*time.Second, "redis-cli HGETALL ws:presence lists the connection", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		b, err := exec.CommandContext(ctx, redisCLI, "-p", redisPort, "HGETALL", "ws:presence").CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("redis-cli: %v: %s", err, b)
 		}
-		select {
-		case <-exited:
-			return errors.New("wscat exited before redis-cli listed its connection")
-		default:
+		if !p.Running() {
+			return fmt.Errorf("%w: wscat exited before redis-cli listed its connection", errStop)
 		}
 		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 		for i := 0; i+1 < len(lines); i += 2 {
@@ -105,23 +87,20 @@ func TestWscatFibAndPresence(t *testing.T) {
 		}
 		return fmt.Errorf("conn %s not in HGETALL ws:presence:\n%s", welcome.ConnID, b)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if listed.User != "w" || listed.Gateway != welcome.Gateway {
 		t.Errorf("presence = %+v, want user w on %s", listed, welcome.Gateway)
 	}
 
 	// wscat leaves after its 2 s; the gateway deletes the field.
-	select {
-	case err := <-exited:
-		exited <- err
-		measure(t, "wscat_exit", "wscat exited %v after start (err %v)", time.Since(start).Round(time.Millisecond), err)
-	case <-time.After(15 * time.Second):
-		t.Fatalf("wscat still running after 15 s; output:\n%s", out.String())
-	}
+	waitFor(t, 15*time.Second, "wscat to exit", func() error {
+		if p.Running() {
+			return errors.New("still running")
+		}
+		return nil
+	})
+	measure(t, "wscat_exit", "wscat exited %v after start (err %v)", time.Since(start).Round(time.Millisecond), p.ExitErr())
 	gone := time.Now()
-	err = waitFor(10*time.Second, 50*time.Millisecond, func() error {
+	waitFor(t, 10*time.Second, "HLEN ws:presence = 0 after wscat exited", func() error {
 		b, err := exec.Command(redisCLI, "-p", redisPort, "HLEN", "ws:presence").Output()
 		if err != nil {
 			return err
@@ -131,9 +110,6 @@ func TestWscatFibAndPresence(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	measure(t, "client_close_presence", "field removed %v after wscat exited", time.Since(gone).Round(time.Millisecond))
 }
 

@@ -22,6 +22,7 @@ type Proc struct {
 	env      []string
 	logPath  string
 	detached bool
+	stdin    *os.File // nil: /dev/null
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -31,6 +32,17 @@ type Proc struct {
 
 func newProc(name, path string, args, env []string, logPath string, detached bool) *Proc {
 	return &Proc{Name: name, path: path, args: args, env: env, logPath: logPath, detached: detached}
+}
+
+// NewProc returns a Proc the cluster does not start itself (a gateway with settings of its
+// own, a ticker with a known id, the terminal client, wscat), with exactly env, logging to
+// logPath. stdin, when not nil, is its standard input on every Start (the caller keeps it and
+// closes it). Like the cluster's own processes it gets SIGKILL when this process dies. Call
+// Start to run it.
+func NewProc(name, path string, args, env []string, logPath string, stdin *os.File) *Proc {
+	p := newProc(name, path, args, env, logPath, false)
+	p.stdin = stdin
+	return p
 }
 
 // Pid is the process id of the running (or last started) process, 0 before the first Start.
@@ -81,6 +93,9 @@ func (p *Proc) Start() error {
 	fmt.Fprintf(logf, "=== localcluster: %s starting at %s\n", p.Name, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(p.path, p.args...)
 	cmd.Env = p.env
+	if p.stdin != nil {
+		cmd.Stdin = p.stdin
+	}
 	cmd.Stdout = logf // an *os.File goes straight to the child: no copying goroutine, and
 	cmd.Stderr = logf // a detached child keeps logging after this process exits
 	cmd.SysProcAttr = sysProcAttr(p.detached)
@@ -165,6 +180,14 @@ func (p *Proc) Term(timeout time.Duration) error {
 func (p *Proc) exited() <-chan struct{} {
 	_, done := p.current()
 	return done
+}
+
+// ExitErr is the exit error of the last process once it has exited: nil for status 0, and nil
+// while it runs.
+func (p *Proc) ExitErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exitErr
 }
 
 // logTail returns the last n bytes of the process's log, for error messages.
