@@ -74,7 +74,7 @@ func TestSlowConsumer(t *testing.T) {
 	})
 	time.Sleep(5 * interval) // ticks after the kick too
 	close(stop)
-	// The bound. Under -race, with other test packages sharing the 2 cores, latency is
+	// The 100 ms latency bound. Under -race, with other test packages sharing the 2 cores, latency is
 	// only logged: .ci/run repeats this test without -race and alone, where the bound holds.
 	bound := 100 * time.Millisecond
 	for i := 0; i < 100; i++ {
