@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"sync"
 	"time"
@@ -24,7 +23,9 @@ type ChildLine struct {
 const EventResult = "result"
 
 // Spawn runs cfg.Procs copies of the load generator (exe with childArgs(i)), each opening its
-// share of cfg.N from its own block of source addresses, and merges their results. One
+// share of cfg.N from its own block of source addresses, and merges their results. The
+// children's stderr goes to stderr: an *os.File directly, any other writer through copies that
+// run concurrently, so it must then be safe for concurrent use (testkit.SyncBuffer in tests). One
 // process holds at most ~19k sockets (20,000 open files), so larger runs need several.
 //
 // The children do not sample the servers: Spawn does, once every child has reported a phase,
@@ -38,9 +39,6 @@ func Spawn(ctx context.Context, cfg Config, exe string, childArgs func(i int) []
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout+30*time.Second)
 	defer cancel()
 	k := cfg.Procs
-	if _, ok := stderr.(*os.File); !ok {
-		stderr = &lockedWriter{w: stderr} // children's copies into it run concurrently
-	}
 	started := time.Now()
 	loadStart := LoadAvg()
 	cpu0, _ := SelfUsage()
@@ -176,16 +174,4 @@ func Spawn(ctx context.Context, cfg Config, exe string, childArgs func(i int) []
 	res.LoadAvgStart, res.LoadAvgEnd = loadStart, LoadAvg()
 	res.ElapsedSec = time.Since(started).Seconds()
 	return res, errors.Join(errs...)
-}
-
-// lockedWriter serializes writes from several children to one writer.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

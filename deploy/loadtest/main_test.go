@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wsgw/wsgw/deploy/loadgen"
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/broker"
 	"github.com/wsgw/wsgw/pkg/gateway"
 	"github.com/wsgw/wsgw/pkg/metrics"
@@ -75,7 +76,8 @@ func lastJSON(t *testing.T, out string) loadgen.Result {
 func TestProcs(t *testing.T) {
 	url := startGateway(t)
 	t.Setenv(childEnv, "1")
-	var stdout, stderr bytes.Buffer
+	var stdout bytes.Buffer
+	var stderr testkit.SyncBuffer // the children's copies write it concurrently
 	prof := t.TempDir() + "/lg.pprof"
 	args := []string{"-url", url, "-mode", "ticks", "-n", "41", "-procs", "2", "-duration", "1s", "-grace", "300ms", "-json", "-pid", fmt.Sprint(os.Getpid()),
 		"-cpuprofile", prof}

@@ -21,7 +21,7 @@ func TestStartKillRestartStop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	var progress strings.Builder
+	var progress testkit.SyncBuffer
 	dir := t.TempDir()
 	c, err := localcluster.Start(ctx, localcluster.Options{
 		Dir: dir, Gateways: 2, Tickers: 1, Stdout: &progress,

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -193,16 +192,4 @@ func (g *testGateway) dialSmallBuffer(t testing.TB, user string) *websocket.Conn
 	t.Cleanup(func() { c.CloseNow() })
 	readFrame(t, c) // welcome
 	return c
-}
-
-// syncWriter lets a test read logs that Run writes from several goroutines.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -56,9 +57,9 @@ func TestRunStandalone(t *testing.T) {
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var logs bytes.Buffer
+	var logs testkit.SyncBuffer
 	go func() {
-		done <- Run(ctx, nil, []string{"GATEWAY_ADDR=" + addr, "TICK_INTERVAL=100ms", "GATEWAY_ID=gw-run"}, &bytes.Buffer{}, &syncWriter{w: &logs})
+		done <- Run(ctx, nil, []string{"GATEWAY_ADDR=" + addr, "TICK_INTERVAL=100ms", "GATEWAY_ID=gw-run"}, &bytes.Buffer{}, &logs)
 	}()
 	eventually(t, 5*time.Second, "/healthz", func() bool {
 		resp, err := http.Get("http://" + addr + "/healthz")
