@@ -18,11 +18,12 @@ import (
 )
 
 // Settings every gateway and ticker of the package runs with: a short presence TTL so a dead
-// gateway's connections are swept within seconds, and a drain short enough for a rolling
-// restart (the defaults are 15 s and 10 s). The tick interval and the lease TTL keep their
-// defaults, which README.md's failure table quotes.
+// gateway's connections are swept within seconds, a drain short enough for a rolling restart,
+// and a short lease (the defaults are 15 s, 10 s and 5 s). TestTickerFailover runs with the
+// default lease, which README.md's failure table quotes.
 const (
 	presenceTTL     = 3 * time.Second
+	leaseTTL        = 2 * time.Second
 	shutdownTimeout = 5 * time.Second
 	tickInterval    = time.Second
 )
@@ -30,12 +31,13 @@ const (
 // baseEnv is passed to every gateway and ticker.
 var baseEnv = []string{
 	"PRESENCE_TTL=" + presenceTTL.String(),
+	"LEASE_TTL=" + leaseTTL.String(),
 	"SHUTDOWN_TIMEOUT=" + shutdownTimeout.String(),
 	"TICK_INTERVAL=" + tickInterval.String(),
 }
 
-// leaseTTL is the tickers' LEASE_TTL, the default of pkg/config.
-var leaseTTL = func() time.Duration {
+// defaultLeaseTTL is the tickers' LEASE_TTL default, from pkg/config.
+var defaultLeaseTTL = func() time.Duration {
 	c, err := config.LoadTicker([]string{"REDIS_URL=redis://127.0.0.1:1"})
 	if err != nil {
 		panic(err)

@@ -8,12 +8,13 @@ import (
 	"github.com/wsgw/wsgw/deploy/localcluster"
 )
 
-// TestTickerFailover: the lease holder killed with SIGKILL is replaced within LEASE_TTL + 1 s;
+// TestTickerFailover, with the default LEASE_TTL: the lease holder killed with SIGKILL is replaced within LEASE_TTL + 1 s;
 // the holder stopped with SIGTERM releases the lease and is replaced at the standby's next tick.
 // At the clients (two dialed to gateways, three redialing through HAProxy) seq never repeats
 // and never goes back, no client reconnects, and every gateway forwards the same ticks.
 func TestTickerFailover(t *testing.T) {
-	c := startCluster(t, localcluster.Options{Gateways: 3, Tickers: 2})
+	leaseTTL := defaultLeaseTTL // the figure README.md's failure table quotes
+	c := startCluster(t, localcluster.Options{Gateways: 3, Tickers: 2, Env: []string{"LEASE_TTL=" + leaseTTL.String()}})
 	rc := c.RedisClient()
 	a, b := dial(t, c.Gateways[0].Addr, "tf-a"), dial(t, c.Gateways[1].Addr, "tf-b")
 	clients := append([]*client{a, b}, startClients(t, c.LBAddr, "tk", 3, true, 20*time.Second)...)

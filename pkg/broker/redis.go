@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/rediskey"
 	"log/slog"
 	"sync"
@@ -21,7 +22,7 @@ type RedisOptions struct {
 	// Defaults to "ws:". In Cluster mode it may be hash-tagged ("{ws}:").
 	Prefix string
 	// TickInterval is the ticker's interval; the canary key lives 10 × TickInterval.
-	// Defaults to 1s.
+	// Defaults to TICK_INTERVAL's default (pkg/config).
 	TickInterval time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -82,14 +83,14 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 		o.Prefix = rediskey.DefaultPrefix
 	}
 	if o.TickInterval <= 0 {
-		o.TickInterval = time.Second
+		o.TickInterval = config.TickerDefaults().TickInterval
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	return &Redis{
 		client:  client,
-		log:     o.Logger,
+		log:     o.Logger.With("component", "broker"),
 		metrics: o.Metrics,
 		channel: rediskey.New(o.Prefix).Time(),
 		lastKey: rediskey.New(o.Prefix).TickerLast(),

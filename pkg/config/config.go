@@ -65,6 +65,22 @@ type Ticker struct {
 	Log
 }
 
+// GatewayDefaults are the gateway's settings as their envDefault tags give them: the one
+// source of the defaults that code building a gateway without an environment needs
+// (gateway.Options, presence.RedisOptions).
+func GatewayDefaults() Gateway {
+	var c Gateway
+	_ = parse(&c, nil) // the tags are constants: config_test checks they parse
+	return c
+}
+
+// TickerDefaults are the ticker's settings as their envDefault tags give them.
+func TickerDefaults() Ticker {
+	var c Ticker
+	_ = parse(&c, nil)
+	return c
+}
+
 // LoadGateway reads and validates the gateway's settings from environ (os.Environ() form).
 func LoadGateway(environ []string) (Gateway, error) {
 	var c Gateway

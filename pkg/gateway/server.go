@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsgw/wsgw/pkg/broker"
+	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/fib"
 	"github.com/wsgw/wsgw/pkg/hub"
 	"github.com/wsgw/wsgw/pkg/metrics"
@@ -33,11 +34,13 @@ import (
 
 // Options tune a Server. Zero values mean the documented defaults.
 type Options struct {
-	ID             string   // gateway id in welcome frames and presence. Defaults to "gw".
-	MaxN           int      // largest n accepted. Defaults to 100000.
-	Rate           float64  // per-connection requests per second. Defaults to 20.
-	Burst          int      // per-connection burst. Defaults to 40.
-	ReadLimit      int64    // largest client frame. Defaults to 4096.
+	ID string // gateway id in welcome frames and presence. Defaults to "gw".
+	// MaxN, Rate, Burst and ReadLimit are also environment variables: their defaults are
+	// pkg/config's (FIB_MAX_N, FIB_RATE, FIB_BURST, READ_LIMIT; config.GatewayDefaults).
+	MaxN           int      // largest n accepted.
+	Rate           float64  // per-connection requests per second.
+	Burst          int      // per-connection burst.
+	ReadLimit      int64    // largest client frame; larger closes with 1009.
 	AllowedOrigins []string // extra origin patterns for browsers.
 
 	QueueSize      int           // outbound frames a connection may have queued. Defaults to 64.
@@ -68,15 +71,14 @@ func (o *Options) defaults() {
 	if o.ID == "" {
 		o.ID = "gw"
 	}
-	if o.MaxN <= 0 {
-		o.MaxN = protocol.DefaultMaxN
-	}
+	d := config.GatewayDefaults() // the settings that are also environment variables
+	def(&o.MaxN, d.FibMaxN)
 	if o.Rate <= 0 {
-		o.Rate = 20
+		o.Rate = d.FibRate
 	}
-	def(&o.Burst, 40)
+	def(&o.Burst, d.FibBurst)
 	if o.ReadLimit <= 0 {
-		o.ReadLimit = 4096
+		o.ReadLimit = d.ReadLimit
 	}
 	def(&o.QueueSize, 64)
 	defDur(&o.WriteTimeout, 10*time.Second)
@@ -119,7 +121,7 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 	opts.defaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		opts: opts, log: log, m: m, broker: b, store: store,
+		opts: opts, log: log.With("component", "gateway"), m: m, broker: b, store: store,
 		hub: hub.New(m), ctx: ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/rediskey"
 	"log/slog"
 	"sync"
@@ -27,7 +28,7 @@ type RedisOptions struct {
 	// StartedAt is reported in the heartbeat. Defaults to the time of NewRedis.
 	StartedAt time.Time
 	// TTL of the heartbeat key (PRESENCE_TTL). The heartbeat is refreshed and the other
-	// gateways are checked every TTL/3. Defaults to 15s.
+	// gateways are checked every TTL/3. Defaults to PRESENCE_TTL's default (pkg/config).
 	TTL time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -121,7 +122,7 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 		o.Prefix = rediskey.DefaultPrefix
 	}
 	if o.TTL <= 0 {
-		o.TTL = 15 * time.Second
+		o.TTL = config.GatewayDefaults().PresenceTTL
 	}
 	if o.StartedAt.IsZero() {
 		o.StartedAt = time.Now()
@@ -131,7 +132,7 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 	}
 	r := &Redis{
 		client:  client,
-		log:     o.Logger.With("gateway", o.GatewayID),
+		log:     o.Logger.With("component", "presence"), // the gateway id is the caller's
 		metrics: o.Metrics,
 		id:      o.GatewayID,
 		addr:    o.Addr,

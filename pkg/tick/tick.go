@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/lease"
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/protocol"
@@ -21,7 +22,7 @@ type Publish func(ctx context.Context, frame []byte) error
 
 // Options configure Run. Zero values mean the documented defaults.
 type Options struct {
-	// Interval between ticks. Defaults to 1s.
+	// Interval between ticks. Defaults to TICK_INTERVAL's default (pkg/config).
 	Interval time.Duration
 	// Lease decides whether this process publishes. Defaults to lease.Local (always).
 	Lease lease.Lease
@@ -41,7 +42,7 @@ type Options struct {
 // interval. A publish error is logged and the loop goes on: the next tick is a new chance.
 func Run(ctx context.Context, publish Publish, o Options) error {
 	if o.Interval <= 0 {
-		o.Interval = time.Second
+		o.Interval = config.TickerDefaults().TickInterval
 	}
 	if o.Lease == nil {
 		o.Lease = lease.Local{}
@@ -49,6 +50,7 @@ func Run(ctx context.Context, publish Publish, o Options) error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.Logger = o.Logger.With("component", "tick")
 	if o.Now == nil {
 		o.Now = time.Now
 	}
