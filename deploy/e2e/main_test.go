@@ -37,13 +37,7 @@ var baseEnv = []string{
 }
 
 // defaultLeaseTTL is the tickers' LEASE_TTL default, from pkg/config.
-var defaultLeaseTTL = func() time.Duration {
-	c, err := config.LoadTicker([]string{"REDIS_URL=redis://127.0.0.1:1"})
-	if err != nil {
-		panic(err)
-	}
-	return c.LeaseTTL
-}()
+var defaultLeaseTTL = config.TickerDefaults().LeaseTTL
 
 // keys are the Redis names under the default prefix; clusterKeys under Redis Cluster's.
 var (

@@ -65,17 +65,6 @@ func waitMore(t *testing.T, r *recorder, n int, within time.Duration) {
 	}
 }
 
-func waitTrue(t *testing.T, within time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestRedisPublishSetsCanary(t *testing.T) {
 	t.Parallel()
 	srv := testkit.StartRedis(t)
@@ -115,7 +104,7 @@ func TestRedisResubscribeAfterClientKill(t *testing.T) {
 	if n, err := srv.Client().ClientKillByFilter(context.Background(), "TYPE", "pubsub").Result(); err != nil || n != 1 {
 		t.Fatalf("CLIENT KILL TYPE pubsub: %d, %v", n, err)
 	}
-	waitTrue(t, 5*time.Second, "resubscription hook", func() bool { return hooks.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "resubscription hook", func() bool { return hooks.Load() == 1 })
 	waitMore(t, &r, 3, 2*time.Second)
 	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {
 		t.Fatalf("PubSubReconnects = %v", got)
@@ -144,12 +133,12 @@ func TestRedisRestart(t *testing.T) {
 		t.Fatal("ready while Redis is down")
 	}
 	srv.Restart()
-	waitTrue(t, 10*time.Second, "resubscription hook", func() bool { return hooks.Load() >= 1 })
+	testkit.Eventually(t, 10*time.Second, "resubscription hook", func() bool { return hooks.Load() >= 1 })
 	waitMore(t, &r, 3, 5*time.Second)
 	if got := testutil.ToFloat64(m.PubSubReconnects); got < 1 {
 		t.Fatalf("PubSubReconnects = %v", got)
 	}
-	waitTrue(t, 5*time.Second, "ready", func() bool { return b.Ready(context.Background()) == nil })
+	testkit.Eventually(t, 5*time.Second, "ready", func() bool { return b.Ready(context.Background()) == nil })
 }
 
 // TestRedisCanary checks Ready against ticker:last: not fooled by a value older than the
@@ -193,7 +182,7 @@ func TestRedisCanary(t *testing.T) {
 	if err := b.Ready(ctx); err != nil {
 		t.Fatalf("ready after resubscribing: %v", err)
 	}
-	waitTrue(t, 2*time.Second, "hook", func() bool { return hooks.Load() == 1 })
+	testkit.Eventually(t, 2*time.Second, "hook", func() bool { return hooks.Load() == 1 })
 	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {
 		t.Fatalf("PubSubReconnects = %v", got)
 	}
@@ -363,7 +352,7 @@ func TestRedisWedgedSubscription(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	stalled := len(r.get())
 	var readyErr error
-	waitTrue(t, 3*time.Second, "Ready to report the wedge", func() bool {
+	testkit.Eventually(t, 3*time.Second, "Ready to report the wedge", func() bool {
 		readyErr = b.Ready(context.Background())
 		return readyErr != nil
 	})
@@ -377,7 +366,7 @@ func TestRedisWedgedSubscription(t *testing.T) {
 	if err := b.Ready(context.Background()); err != nil {
 		t.Fatalf("ready after the repair: %v", err)
 	}
-	waitTrue(t, time.Second, "hook", func() bool { return hooks.Load() == 1 })
+	testkit.Eventually(t, time.Second, "hook", func() bool { return hooks.Load() == 1 })
 	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {
 		t.Fatalf("PubSubReconnects = %v", got)
 	}

@@ -29,7 +29,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	if v := st.Master.Client().Get(context.Background(), b.lastKey).Val(); v == "" {
 		t.Fatal("ticker:last not on the new master")
 	}
-	waitTrue(t, 5*time.Second, "ready", func() bool { return b.Ready(context.Background()) == nil })
+	testkit.Eventually(t, 5*time.Second, "ready", func() bool { return b.Ready(context.Background()) == nil })
 }
 
 // TestRedisCluster: delivery over a three-master Cluster with a hash-tagged prefix.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/fib"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
@@ -36,7 +37,7 @@ func BenchmarkTickFanout(b *testing.B) {
 			// A welcome is written before its connection joins the hub (so it is the first
 			// frame): wait until all n are in, or the first tick could miss one and this would
 			// wait for it forever.
-			eventually(b, 10*time.Second, "every connection in the hub", func() bool { return g.srv.hub.Len() == n })
+			testkit.Eventually(b, 10*time.Second, "every connection in the hub", func() bool { return g.srv.hub.Len() == n })
 			b.ResetTimer()
 			for i := range b.N {
 				if err := g.broker.Publish(ctx, protocol.TimeFrame(int64(i+1), time.Second)); err != nil {

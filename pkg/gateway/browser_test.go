@@ -243,7 +243,7 @@ func TestBrowser(t *testing.T) {
 	// Disconnect: a 1000 close, and no reconnect afterwards.
 	run("disconnect", chromedp.Click(chromedp.ID("disconnect")))
 	wait("the disconnected status", `document.getElementById("status").textContent === "disconnected"`)
-	eventually(t, browserWait, "gw-b to lose the connection", func() bool { return b.srv.Connections() == 0 })
+	testkit.Eventually(t, browserWait, "gw-b to lose the connection", func() bool { return b.srv.Connections() == 0 })
 	time.Sleep(1500 * time.Millisecond) // longer than the shortest backoff
 	if n := b.srv.Connections(); n != 0 {
 		t.Fatalf("the page reconnected after Disconnect: %d connections", n)

@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -69,7 +70,7 @@ func TestSlowConsumer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 20*time.Second, "slow consumer closed", func() bool {
+	testkit.Eventually(t, 20*time.Second, "slow consumer closed", func() bool {
 		return testutil.ToFloat64(g.m.Disconnects.WithLabelValues(reasonSlowConsumer)) == 1
 	})
 	time.Sleep(5 * interval) // ticks after the kick too
@@ -208,7 +209,7 @@ func TestThousandClients(t *testing.T) {
 func TestPingTimeout(t *testing.T) {
 	g := startGateway(t, Options{PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond}, 0)
 	g.dial(t, "deaf") // never read again
-	eventually(t, 10*time.Second, "ping timeout", func() bool {
+	testkit.Eventually(t, 10*time.Second, "ping timeout", func() bool {
 		return testutil.ToFloat64(g.m.Disconnects.WithLabelValues(reasonPingTimeout)) == 1
 	})
 	// A reading peer answers pings and stays.

@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -153,7 +154,7 @@ func TestReadLimitCloses1009(t *testing.T) {
 			break
 		}
 	}
-	eventually(t, 5*time.Second, "disconnect counted as too_big", func() bool {
+	testkit.Eventually(t, 5*time.Second, "disconnect counted as too_big", func() bool {
 		return testutil.ToFloat64(g.m.Disconnects.WithLabelValues(reasonTooBig)) == 1
 	})
 }
@@ -225,7 +226,7 @@ func TestUsersEndpoint(t *testing.T) {
 		t.Fatalf("alice = %+v in %+v", alice, users)
 	}
 	c2.Close(websocket.StatusNormalClosure, "")
-	eventually(t, 5*time.Second, "bob removed", func() bool { return getUsers(t, g.http.URL).Count == 1 })
+	testkit.Eventually(t, 5*time.Second, "bob removed", func() bool { return getUsers(t, g.http.URL).Count == 1 })
 }
 
 // getUsers GETs base/users and decodes it.
@@ -305,7 +306,7 @@ func TestDrainCloses1001WithRetry(t *testing.T) {
 	if len(seen) < n/2 {
 		t.Fatalf("retry_ms not jittered: %d distinct values for %d connections", len(seen), n)
 	}
-	eventually(t, 5*time.Second, "presence empty after drain", func() bool { return getUsers(t, g.http.URL).Count == 0 })
+	testkit.Eventually(t, 5*time.Second, "presence empty after drain", func() bool { return getUsers(t, g.http.URL).Count == 0 })
 }
 
 func TestRateLimit(t *testing.T) {

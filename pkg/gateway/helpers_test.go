@@ -148,18 +148,6 @@ func write(t testing.TB, c *websocket.Conn, s string) {
 	}
 }
 
-// eventually polls cond every 20 ms until it holds or d passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // smallBuffers makes the server's accepted sockets use a 16 KiB send buffer, so a client that
 // stops reading fills it after a few frames instead of megabytes. Pass it to startGateway.
 func smallBuffers(hs *httptest.Server) {

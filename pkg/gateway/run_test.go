@@ -61,7 +61,7 @@ func TestRunStandalone(t *testing.T) {
 	go func() {
 		done <- Run(ctx, nil, []string{"GATEWAY_ADDR=" + addr, "TICK_INTERVAL=100ms", "GATEWAY_ID=gw-run"}, &bytes.Buffer{}, &logs)
 	}()
-	eventually(t, 5*time.Second, "/healthz", func() bool {
+	testkit.Eventually(t, 5*time.Second, "/healthz", func() bool {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()

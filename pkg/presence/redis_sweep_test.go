@@ -60,10 +60,10 @@ func TestRedisSweepDeadGateway(t *testing.T) {
 	for i := range n {
 		dead.Join(user("gw-dead", i))
 	}
-	waitTrue(t, 2*time.Second, "joins", func() bool { return c.HLen(ctx, prefix+"presence").Val() == n+3 })
+	testkit.Eventually(t, 2*time.Second, "joins", func() bool { return c.HLen(ctx, prefix+"presence").Val() == n+3 })
 	dead.kill()
 	died := time.Now()
-	waitTrue(t, 3*ttl, "sweep", func() bool { return c.HLen(ctx, prefix+"presence").Val() == 3 })
+	testkit.Eventually(t, 3*ttl, "sweep", func() bool { return c.HLen(ctx, prefix+"presence").Val() == 3 })
 	took := time.Since(died)
 	t.Logf("swept %v after death (TTL %v)", took, ttl)
 	if took > 2*ttl {
@@ -183,13 +183,13 @@ func TestHeartbeatTTL(t *testing.T) {
 	s := NewRedis(c, RedisOptions{GatewayID: "gw-1", TTL: 300 * time.Millisecond, Logger: quietLogger()})
 	t.Cleanup(func() { s.Close(ctx) })
 	s.Join(user("gw-1", 1))
-	waitTrue(t, time.Second, "join", func() bool { return c.HLen(ctx, "ws:presence").Val() == 1 })
+	testkit.Eventually(t, time.Second, "join", func() bool { return c.HLen(ctx, "ws:presence").Val() == 1 })
 	if ttl := mr.TTL("ws:gateway:gw-1"); ttl <= 0 || ttl > 300*time.Millisecond {
 		t.Fatalf("heartbeat TTL %v", ttl)
 	}
 	mr.FastForward(time.Second) // heartbeat gone
 	c.HDel(ctx, "ws:presence", user("gw-1", 1).ConnID)
-	waitTrue(t, time.Second, "write-back", func() bool {
+	testkit.Eventually(t, time.Second, "write-back", func() bool {
 		return c.HLen(ctx, "ws:presence").Val() == 1 && mr.Exists("ws:gateway:gw-1")
 	})
 }

@@ -97,17 +97,6 @@ func (e *events) wait(t *testing.T, n int, within time.Duration) []protocol.Pres
 	return e.get()
 }
 
-func waitTrue(t *testing.T, within time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestRedisEvents(t *testing.T) {
 	t.Parallel()
 	srv := testkit.StartRedis(t)
@@ -117,7 +106,7 @@ func TestRedisEvents(t *testing.T) {
 	s := newTestStore(t, c, prefix, "gw-ev", time.Second, nil)
 	u := user("gw-ev", 1)
 	s.Join(u)
-	waitTrue(t, time.Second, "join event", func() bool { return len(ev.get()) == 1 })
+	testkit.Eventually(t, time.Second, "join event", func() bool { return len(ev.get()) == 1 })
 	s.Leave(u.ConnID, protocol.ReasonClosed)
 	got := ev.wait(t, 2, time.Second)
 	want := []protocol.PresenceEvent{
@@ -149,7 +138,7 @@ func TestRedisStoredValue(t *testing.T) {
 	u := user("gw-v", 3)
 	s.Join(u)
 	var v string
-	waitTrue(t, time.Second, "field", func() bool {
+	testkit.Eventually(t, time.Second, "field", func() bool {
 		v = c.HGet(context.Background(), prefix+"presence", u.ConnID).Val()
 		return v != ""
 	})
@@ -211,11 +200,11 @@ func TestRedisBatching(t *testing.T) {
 		s.Join(user("gw-batch", i))
 	}
 	joined := time.Since(start)
-	waitTrue(t, 5*time.Second, "10k fields", func() bool {
+	testkit.Eventually(t, 5*time.Second, "10k fields", func() bool {
 		return srv.Client().HLen(context.Background(), prefix+"presence").Val() == n
 	})
 	took := time.Since(start)
-	waitTrue(t, time.Second, "writes counted", func() bool { return testutil.ToFloat64(m.PresenceWrites) == n })
+	testkit.Eventually(t, time.Second, "writes counted", func() bool { return testutil.ToFloat64(m.PresenceWrites) == n })
 	p, cmds := rt.pipelines.Load(), rt.commands.Load()
 	t.Logf("10000 joins: Join calls took %v, in Redis after %v, %d pipelines + %d single commands", joined, took, p, cmds)
 	// The writer takes what is queued when it wakes, so a burst still being joined goes out in
@@ -239,7 +228,7 @@ func TestRedisDownThenUp(t *testing.T) {
 	m := metrics.New()
 	s := newTestStore(t, c, prefix, "gw-down", time.Second, m)
 	s.Join(user("gw-down", 0))
-	waitTrue(t, time.Second, "first join", func() bool { return testutil.ToFloat64(m.PresenceWrites) == 1 })
+	testkit.Eventually(t, time.Second, "first join", func() bool { return testutil.ToFloat64(m.PresenceWrites) == 1 })
 	srv.Kill()
 	start := time.Now()
 	for i := 1; i <= 100; i++ {
@@ -249,9 +238,9 @@ func TestRedisDownThenUp(t *testing.T) {
 	if d := time.Since(start); d > 50*time.Millisecond {
 		t.Fatalf("Join blocked %v while Redis was down", d)
 	}
-	waitTrue(t, 3*time.Second, "failures counted", func() bool { return testutil.ToFloat64(m.PresenceFailures) >= 1 })
+	testkit.Eventually(t, 3*time.Second, "failures counted", func() bool { return testutil.ToFloat64(m.PresenceFailures) >= 1 })
 	srv.Restart()
-	waitTrue(t, 5*time.Second, "joins land after restart", func() bool {
+	testkit.Eventually(t, 5*time.Second, "joins land after restart", func() bool {
 		return srv.Client().HLen(context.Background(), prefix+"presence").Val() == 100
 	})
 	if srv.Client().HExists(context.Background(), prefix+"presence", user("gw-down", 1).ConnID).Val() {
@@ -274,13 +263,13 @@ func TestRedisWriteBackAfterRestart(t *testing.T) {
 	}
 	rc := srv.Client()
 	ctx := context.Background()
-	waitTrue(t, 2*time.Second, "joins", func() bool { return rc.HLen(ctx, prefix+"presence").Val() == n })
+	testkit.Eventually(t, 2*time.Second, "joins", func() bool { return rc.HLen(ctx, prefix+"presence").Val() == n })
 	time.Sleep(100 * time.Millisecond)
 	published := rt.published.Load()
 
 	srv.Restart()
 	start := time.Now()
-	waitTrue(t, 10*time.Second, "write-back", func() bool {
+	testkit.Eventually(t, 10*time.Second, "write-back", func() bool {
 		return rc.HLen(ctx, prefix+"presence").Val() == n && rc.Exists(ctx, prefix+"gateway:gw-wb").Val() == 1 &&
 			rc.SCard(ctx, prefix+"gateway:gw-wb:conns").Val() == n && rc.SIsMember(ctx, prefix+"gateways", "gw-wb").Val()
 	})
@@ -292,7 +281,7 @@ func TestRedisWriteBackAfterRestart(t *testing.T) {
 	// The same without a restart: the keys vanish (FLUSHDB) and Resync is asked for.
 	rc.FlushDB(ctx)
 	s.Resync()
-	waitTrue(t, time.Second, "resync", func() bool { return rc.HLen(ctx, prefix+"presence").Val() == n })
+	testkit.Eventually(t, time.Second, "resync", func() bool { return rc.HLen(ctx, prefix+"presence").Val() == n })
 	if got := rt.published.Load(); got != published {
 		t.Fatalf("%d events published by Resync", got-published)
 	}

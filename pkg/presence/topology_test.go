@@ -17,12 +17,12 @@ func TestRedisSentinelFailover(t *testing.T) {
 	s := newTestStore(t, c, prefix, "gw-s", time.Second, nil)
 	ctx := context.Background()
 	s.Join(user("gw-s", 0))
-	waitTrue(t, 2*time.Second, "join on master", func() bool {
+	testkit.Eventually(t, 2*time.Second, "join on master", func() bool {
 		return st.Master.Client().HLen(ctx, prefix+"presence").Val() == 1
 	})
 	st.Failover()
 	s.Join(user("gw-s", 1))
-	waitTrue(t, 10*time.Second, "join on the new master", func() bool {
+	testkit.Eventually(t, 10*time.Second, "join on the new master", func() bool {
 		return st.Master.Client().HLen(ctx, prefix+"presence").Val() == 2
 	})
 	if st.Master.Client().Exists(ctx, prefix+"gateway:gw-s").Val() != 1 {
@@ -42,7 +42,7 @@ func TestRedisCluster(t *testing.T) {
 	deadGateway(t, c, prefix, "gw-dead", 20)
 	s := newTestStore(t, c, prefix, "gw-live", time.Second, nil)
 	s.Join(user("gw-live", 0))
-	waitTrue(t, 3*time.Second, "sweep and join", func() bool {
+	testkit.Eventually(t, 3*time.Second, "sweep and join", func() bool {
 		l, err := s.List(ctx)
 		return err == nil && len(l) == 1 && l[0].Gateway == "gw-live"
 	})
