@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"math/rand/v2"
 	"net/url"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -396,7 +396,7 @@ func (c *client) fibRoundTrip(timeout time.Duration, n int, id string) {
 		fs, err := c.snapshot()
 		for _, f := range fs {
 			if f.ID == id {
-				if f.Type != protocol.TypeFib || f.Result != fib(n).String() {
+				if f.Type != protocol.TypeFib || f.Result != testkit.Fib(n).String() {
 					return fmt.Errorf("%w: answer %+v", errStop, f.Frame)
 				}
 				return nil
@@ -431,14 +431,4 @@ func checkTicks(t *testing.T, c *client, allowGap func(prev, next frame) bool) {
 				prev.At.Format("15:04:05.000"), f.At.Format("15:04:05.000"))
 		}
 	}
-}
-
-// fib is F(n), computed independently of the gateway.
-func fib(n int) *big.Int {
-	a, b := big.NewInt(0), big.NewInt(1)
-	for range n {
-		a.Add(a, b)
-		a, b = b, a
-	}
-	return a
 }

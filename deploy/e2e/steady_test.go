@@ -12,6 +12,7 @@ import (
 
 	"github.com/wsgw/wsgw/deploy/localcluster"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -137,8 +138,8 @@ func TestSteadyState(t *testing.T) {
 					t.Errorf("client %s got someone else's answer: %+v", cl.welcome.User, f.Frame)
 					continue
 				}
-				if n := askN[f.ID]; f.N != n || f.Result != fib(n).String() {
-					t.Errorf("client %s: answer %s is n=%d result=%s, want F(%d)=%s", cl.welcome.User, f.ID, f.N, f.Result, n, fib(n))
+				if n := askN[f.ID]; f.N != n || f.Result != testkit.Fib(n).String() {
+					t.Errorf("client %s: answer %s is n=%d result=%s, want F(%d)=%s", cl.welcome.User, f.ID, f.N, f.Result, n, testkit.Fib(n))
 				}
 				got = append(got, f.ID)
 			default:

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/wsgw/wsgw/internal/testkit"
 )
 
 // iterative returns F(0..n) by plain additions: slow, obviously correct, and
@@ -22,16 +24,6 @@ func iterative(n int) []*big.Int {
 		a, b = b, a
 	}
 	return fs
-}
-
-// iterativeAt returns F(n) by plain additions without keeping the sequence.
-func iterativeAt(n int) *big.Int {
-	a, b := big.NewInt(0), big.NewInt(1)
-	for range n {
-		a.Add(a, b)
-		a, b = b, a
-	}
-	return a
 }
 
 func TestSmall(t *testing.T) {
@@ -87,7 +79,7 @@ func TestComputeLarge(t *testing.T) {
 	defer func(w int) { parSqrWords = w }(parSqrWords)
 	parSqrWords = 2
 	for _, n := range ns {
-		want := iterativeAt(n)
+		want := testkit.Fib(n)
 		for _, par := range []bool{false, true} {
 			if got := computeWith(n, par); got.Cmp(want) != 0 {
 				t.Fatalf("compute(%d, %v) differs from the iterative result", n, par)
