@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/wsgw/wsgw/deploy/localcluster"
-
 	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )

@@ -242,6 +242,12 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// freeAddr is "127.0.0.1:P" for a port P that was free a moment ago, and P.
+func freeAddr() (string, int, error) {
+	port, err := FreePort()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), port, err
+}
+
 // terminatedBySIGTERM reports whether err says the process died of the SIGTERM itself (HAProxy
 // in foreground mode does): for Stop that is a clean stop.
 func terminatedBySIGTERM(err error) bool {

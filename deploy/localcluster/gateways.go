@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -43,11 +42,10 @@ func (c *Cluster) startGateway(ctx context.Context, i int) error {
 	id := "gw" + strconv.Itoa(i+1)
 	var lastErr error
 	for range startAttempts {
-		port, err := FreePort()
+		addr, _, err := freeAddr()
 		if err != nil {
 			return err
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		g := &Gateway{ID: id, Addr: addr, Proc: c.newProc(id, filepath.Join(c.bin, "gateway"), nil,
 			c.env("GATEWAY_ADDR="+addr, "GATEWAY_ID="+id))}
 		if err := g.Start(); err != nil {

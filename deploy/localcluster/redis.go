@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -32,11 +31,10 @@ func (c *Cluster) startRedis(ctx context.Context) error {
 	}
 	var lastErr error
 	for range startAttempts {
-		port, err := FreePort()
+		addr, port, err := freeAddr()
 		if err != nil {
 			return err
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		p := c.newProc("redis", bin, []string{
 			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 			"--dir", c.Dir, "--daemonize", "no",
