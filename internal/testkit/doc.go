@@ -2,7 +2,9 @@
 // (StartRedis, StartSentinel, StartCluster) on free loopback ports with no persistence, gives
 // each test its own key namespace (Prefix, HashTagPrefix), lets tests that need an external
 // program skip with a clear message when it is absent or fail under INTEGRATION=required (Need,
-// Unavailable), and checks for leaked goroutines (MainWithLeakCheck).
+// Unavailable), checks for leaked goroutines (MainWithLeakCheck), polls until a condition holds
+// (Eventually), gives a buffer a child process and a test can share (SyncBuffer), and an
+// additions-only Fibonacci oracle (Fib). The end-to-end harness lives in deploy/e2e.
 //
 // Cleanup kills exactly the processes a helper started, by PID. Nothing here is product code.
 package testkit
