@@ -4,9 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -212,123 +210,13 @@ func TestRedisCanary(t *testing.T) {
 	}
 }
 
-// deafProxy forwards TCP to Redis and can make the subscriber connections deaf: from then on
-// what the server sends them is dropped, while commands still go through. go-redis sees
-// nothing wrong (its pings are written fine, it just never hears back), which is the wedged
-// subscription the canary exists for. Connections opened later work normally.
-type deafProxy struct {
-	l     net.Listener
-	mu    sync.Mutex
-	conns []*proxied
-}
-
-type proxied struct {
-	pubsub atomic.Bool // the client sent a SUBSCRIBE
-	deaf   atomic.Bool
-}
-
-func newDeafProxy(t *testing.T, target string) *deafProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &deafProxy{l: l}
-	var wg sync.WaitGroup
-	var open []net.Conn
-	var openMu sync.Mutex
-	track := func(c net.Conn) {
-		openMu.Lock()
-		open = append(open, c)
-		openMu.Unlock()
-	}
-	t.Cleanup(func() {
-		l.Close()
-		openMu.Lock()
-		for _, c := range open {
-			c.Close()
-		}
-		openMu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			client, err := l.Accept()
-			if err != nil {
-				return
-			}
-			server, err := net.Dial("tcp", target)
-			if err != nil {
-				client.Close()
-				continue
-			}
-			track(client)
-			track(server)
-			pc := &proxied{}
-			p.mu.Lock()
-			p.conns = append(p.conns, pc)
-			p.mu.Unlock()
-			wg.Go(func() { // client → server
-				defer server.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := client.Read(buf)
-					if n > 0 {
-						if strings.Contains(strings.ToLower(string(buf[:n])), "subscribe") {
-							pc.pubsub.Store(true)
-						}
-						if _, err := server.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			})
-			wg.Go(func() { // server → client
-				defer client.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := server.Read(buf)
-					if n > 0 && !pc.deaf.Load() {
-						if _, err := client.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			})
-		}
-	})
-	return p
-}
-
-func (p *deafProxy) addr() string { return p.l.Addr().String() }
-
-// deafen makes every current subscriber connection deaf and returns how many there were.
-func (p *deafProxy) deafen() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, c := range p.conns {
-		if c.pubsub.Load() {
-			c.deaf.Store(true)
-			n++
-		}
-	}
-	return n
-}
-
 // TestRedisWedgedSubscription: the subscriber connection goes deaf (no error, no reconnect by
 // go-redis); Ready notices with the canary, resubscribes, and delivery resumes.
 func TestRedisWedgedSubscription(t *testing.T) {
 	t.Parallel()
 	srv := testkit.StartRedis(t)
-	proxy := newDeafProxy(t, srv.Addr())
-	c := redis.NewClient(&redis.Options{Addr: proxy.addr()})
+	proxy := testkit.StartDeafProxy(t, srv.Addr())
+	c := redis.NewClient(&redis.Options{Addr: proxy.Addr()})
 	t.Cleanup(func() { c.Close() })
 	prefix := testkit.Prefix(t)
 	m := metrics.New()
@@ -346,7 +234,7 @@ func TestRedisWedgedSubscription(t *testing.T) {
 		t.Fatalf("ready while delivering: %v", err)
 	}
 
-	if n := proxy.deafen(); n != 1 {
+	if n := proxy.Deafen(); n != 1 {
 		t.Fatalf("%d subscriber connections", n)
 	}
 	time.Sleep(50 * time.Millisecond)
