@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/wsgw/wsgw/pkg/rediskey"
 	"io"
 	"os"
 	"os/signal"
@@ -17,6 +16,7 @@ import (
 	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/lease"
 	"github.com/wsgw/wsgw/pkg/metrics"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 	"github.com/wsgw/wsgw/pkg/tick"
 )
 
