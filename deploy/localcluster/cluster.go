@@ -12,6 +12,7 @@
 package localcluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -80,6 +81,10 @@ type Options struct {
 	// process proxies at most MaxConn() connections (two files each under the open-file
 	// limit), so N processes hold N times as many. Defaults to 1 (HAProxy's own threads).
 	LBProcs int
+	// LBPerSourceConns and LBPerSourceRate are HAProxy's per-source limits (lbconfig.Config).
+	// Every client of a local cluster comes from a loopback address, and the load tools open
+	// thousands from one, so they default to lbconfig.LoopbackPerSource, not the shipped limits.
+	LBPerSourceConns, LBPerSourceRate int
 	// Detached starts every process in a session of its own, without tying its life to this
 	// process, so the cluster outlives the program that started it (deploy/cluster up).
 	Detached bool
@@ -373,7 +378,9 @@ func (c *Cluster) startLB(ctx context.Context) error {
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		var cfg strings.Builder
-		lc := lbconfig.Config{Servers: servers, Bind: addr, MaxConn: MaxConn()}
+		lc := lbconfig.Config{Servers: servers, Bind: addr, MaxConn: MaxConn(),
+			PerSourceConns: cmp.Or(c.opts.LBPerSourceConns, lbconfig.LoopbackPerSource),
+			PerSourceRate:  cmp.Or(c.opts.LBPerSourceRate, lbconfig.LoopbackPerSource)}
 		if c.opts.LBProcs > 1 {
 			lc.Threads = 1 // the processes are the parallelism
 		}
