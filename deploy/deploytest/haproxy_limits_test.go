@@ -30,6 +30,7 @@ func dialWS(bind, src string) (*websocket.Conn, error) {
 
 // TestHAProxyPerSourceConns: with the stick table limiting a source to 3 connections, a 4th from
 // the same address is refused while another address still gets in, and a closed one frees a slot.
+// Fails before the stick table was added to the template: the 4th connection gets through.
 func TestHAProxyPerSourceConns(t *testing.T) {
 	bin := testkit.Need(t, "haproxy")
 	a := newBackend(t, "a")
@@ -80,6 +81,7 @@ func TestHAProxyPerSourceConns(t *testing.T) {
 
 // TestHAProxyPerSourceRate: with at most 5 new connections per 10 s per source, the 6th short
 // request from one address within the window is refused, another address is not.
+// Fails before the stick table was added to the template: the 6th request gets through.
 func TestHAProxyPerSourceRate(t *testing.T) {
 	bin := testkit.Need(t, "haproxy")
 	a := newBackend(t, "a")
