@@ -32,14 +32,7 @@ func dialWS(bind, src string) (*websocket.Conn, error) {
 // the same address is refused while another address still gets in, and a closed one frees a slot.
 // Fails before the stick table was added to the template: the 4th connection gets through.
 func TestHAProxyPerSourceConns(t *testing.T) {
-	bin := testkit.Need(t, "haproxy")
-	a := newBackend(t, "a")
-	bind := freeAddr(t)
-	startHAProxy(t, bin, lbconfig.Config{
-		Servers: []string{a.srv.Listener.Addr().String()}, Bind: bind, MaxConn: 1000,
-		PerSourceConns: 3, PerSourceRate: 1000,
-	})
-	waitHAProxy(t, bind)
+	bind := startLimited(t, 3, 1000)
 
 	var held []*websocket.Conn
 	t.Cleanup(func() {
@@ -83,14 +76,7 @@ func TestHAProxyPerSourceConns(t *testing.T) {
 // request from one address within the window is refused, another address is not.
 // Fails before the stick table was added to the template: the 6th request gets through.
 func TestHAProxyPerSourceRate(t *testing.T) {
-	bin := testkit.Need(t, "haproxy")
-	a := newBackend(t, "a")
-	bind := freeAddr(t)
-	startHAProxy(t, bin, lbconfig.Config{
-		Servers: []string{a.srv.Listener.Addr().String()}, Bind: bind, MaxConn: 1000,
-		PerSourceConns: 1000, PerSourceRate: 5,
-	})
-	waitHAProxy(t, bind) // from 127.0.0.1: not counted against the sources below
+	bind := startLimited(t, 1000, 5) // from 127.0.0.1: not counted against the sources below
 
 	get := func(src string) error {
 		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
@@ -118,9 +104,17 @@ func TestHAProxyPerSourceRate(t *testing.T) {
 	}
 }
 
-// waitHAProxy waits until HAProxy answers through bind (from 127.0.0.1).
-func waitHAProxy(t *testing.T, bind string) {
+// startLimited starts HAProxy in front of one stand-in gateway with the given per-source limits
+// and returns its address once it answers (from 127.0.0.1).
+func startLimited(t *testing.T, conns, rate int) string {
 	t.Helper()
+	bin := testkit.Need(t, "haproxy")
+	a := newBackend(t, "a")
+	bind := freeAddr(t)
+	startHAProxy(t, bin, lbconfig.Config{
+		Servers: []string{a.srv.Listener.Addr().String()}, Bind: bind, MaxConn: 1000,
+		PerSourceConns: conns, PerSourceRate: rate,
+	})
 	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -128,7 +122,7 @@ func waitHAProxy(t *testing.T, bind string) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return bind
 			}
 		}
 		if time.Now().After(deadline) {

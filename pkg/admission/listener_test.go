@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/wsgw/wsgw/internal/testkit"
 )
 
 // fakeListener returns the errors of script in order (nil: a connection), then net.ErrClosed.
@@ -42,21 +44,8 @@ func (f *fakeListener) Addr() net.Addr { return &net.TCPAddr{} }
 // emfile is what net.TCPListener.Accept returns when the process is out of descriptors.
 var emfile = &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
 
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Split(strings.TrimSpace(l.b.String()), "\n")
+func logLines(b *testkit.SyncBuffer) []string {
+	return strings.Split(strings.TrimSpace(b.String()), "\n")
 }
 
 func TestListenerRateLimitsLogs(t *testing.T) {
@@ -67,7 +56,7 @@ func TestListenerRateLimitsLogs(t *testing.T) {
 	script = append(script, nil, &net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENFILE)}, nil)
 	fake := &fakeListener{script: script}
 	now := time.Unix(1000, 0)
-	var logs logBuf
+	var logs testkit.SyncBuffer
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "accept_errors_total"}, []string{"class"})
 	ln := Listener(fake, ListenerOptions{
 		Log:    slog.New(slog.NewTextHandler(&logs, nil)),
@@ -103,7 +92,7 @@ func TestListenerRateLimitsLogs(t *testing.T) {
 	if got := testutil.ToFloat64(errs.WithLabelValues(AcceptENFILE)); got != 1 {
 		t.Errorf("enfile counted %v, want 1", got)
 	}
-	lines := logs.lines()
+	lines := logLines(&logs)
 	// 50 s of errors, one line per 10 s: 5; the ENFILE and the recovery come within 10 s of the
 	// last line, so they wait (the suppressed count carries them).
 	warns := 0
@@ -127,7 +116,7 @@ func TestListenerLogsRecovery(t *testing.T) {
 	fake := &fakeListener{script: []error{emfile, emfile, emfile, nil, nil}}
 	now := time.Unix(1000, 0)
 	step := time.Second
-	var logs logBuf
+	var logs testkit.SyncBuffer
 	ln := Listener(fake, ListenerOptions{
 		Log: slog.New(slog.NewTextHandler(&logs, nil)),
 		Now: func() time.Time { now = now.Add(step); return now },
@@ -148,14 +137,14 @@ func TestListenerLogsRecovery(t *testing.T) {
 	} else {
 		c.Close()
 	}
-	lines := logs.lines()
+	lines := logLines(&logs)
 	if len(lines) != 2 || !strings.Contains(lines[1], "accepting again") || !strings.Contains(lines[1], "failed=3") || !strings.Contains(lines[1], "suppressed=2") {
 		t.Fatalf("want one warn line and one recovery line with the counts, got:\n%s", strings.Join(lines, "\n"))
 	}
 	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("closed listener: %v", err)
 	}
-	if n := len(logs.lines()); n != 2 {
+	if n := len(logLines(&logs)); n != 2 {
 		t.Errorf("a closed listener was logged")
 	}
 }
