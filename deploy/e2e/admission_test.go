@@ -112,7 +112,7 @@ func TestSocketFloodUnderFDLimit(t *testing.T) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			c, resp, err := websocket.Dial(ctx, fmt.Sprintf("ws://%s/ws?user=flood%d", addr, i), nil)
 			mu.Lock()
