@@ -44,9 +44,12 @@ if [ "${MODE:-cluster}" = cluster ]; then
   redis_env=(REDIS_URL="redis://127.0.0.1:$rport/0")
 fi
 
+# MAX_CONNECTIONS: the default (open-file limit - 1024 = 18,976 under 20,000 files) would refuse
+# the end of idle19k; the benchmark wants the sockets, not the health-check headroom. HAProxy's
+# per-source limits are off in `deploy/cluster up` (every socket comes from loopback).
 start_gateway() { # NAME PORT: starts a gateway, sets $gw
   env "${redis_env[@]}" GATEWAY_ADDR="127.0.0.1:$2" GATEWAY_ID="bench-$1" FIB_RATE=100000 FIB_BURST=100000 \
-    "$out/gateway" >"$out/$1.gw.log" 2>&1 &
+    MAX_CONNECTIONS="${MAX_CONNECTIONS:-19500}" "$out/gateway" >"$out/$1.gw.log" 2>&1 &
   gw=$!; pids+=($gw)
   until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do sleep 0.05; done
 }

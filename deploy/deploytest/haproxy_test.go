@@ -182,6 +182,8 @@ func TestHAProxyBalancesAndDrains(t *testing.T) {
 		Servers: []string{a.srv.Listener.Addr().String(), b.srv.Listener.Addr().String()},
 		Bind:    bind,
 		MaxConn: 1000, // the default needs ~200k open files; test hosts may allow far fewer.
+		// Every request below is a new connection from 127.0.0.1: lift the per-source rate.
+		PerSourceConns: lbconfig.LoopbackPerSource, PerSourceRate: lbconfig.LoopbackPerSource,
 	})
 
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}

@@ -35,6 +35,17 @@ const DefaultBind = ":8080"
 // WebSockets with headroom.
 const DefaultMaxConn = 100000
 
+// Per-source limits used when Config.PerSourceConns and Config.PerSourceRate are zero: a client
+// address may hold 1000 connections at once and open 500 per 10 s (the template says why).
+const (
+	DefaultPerSourceConns = 1000
+	DefaultPerSourceRate  = 500
+)
+
+// LoopbackPerSource is the per-source limit for a cluster whose clients all come from loopback
+// addresses (the local cluster, the load tools): high enough never to refuse anyone.
+const LoopbackPerSource = 10_000_000
+
 // Config selects how HAProxy finds the gateways. Exactly one of Docker and Servers must be set.
 type Config struct {
 	// Docker discovers replicas of the compose service "gateway" (port 8080) through Docker's
@@ -61,6 +72,12 @@ type Config struct {
 	// `loadtest -mode ticks -n 9000` through one HAProxy on 2 cores: 13.4 µs of HAProxy CPU per
 	// forwarded tick with one thread, 16.2 µs with two).
 	Threads int
+	// PerSourceConns caps the connections one client address holds at once (stick table
+	// conn_cur); more are refused at the TCP level. Defaults to DefaultPerSourceConns.
+	PerSourceConns int
+	// PerSourceRate caps the connections one client address opens per 10 s, refused ones
+	// included (conn_rate(10s)). Defaults to DefaultPerSourceRate.
+	PerSourceRate int
 }
 
 // Render writes the HAProxy configuration for c to w. It rejects a config that would render to
@@ -72,6 +89,12 @@ func Render(w io.Writer, c Config) error {
 	}
 	if c.MaxConn == 0 {
 		c.MaxConn = DefaultMaxConn
+	}
+	if c.PerSourceConns == 0 {
+		c.PerSourceConns = DefaultPerSourceConns
+	}
+	if c.PerSourceRate == 0 {
+		c.PerSourceRate = DefaultPerSourceRate
 	}
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("lbconfig: %w", err)
@@ -96,6 +119,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxConn < 1 {
 		return fmt.Errorf("max conn %d: must be positive", c.MaxConn)
+	}
+	if c.PerSourceConns < 1 || c.PerSourceRate < 1 {
+		return fmt.Errorf("per-source limits %d connections, %d per 10 s: must be positive", c.PerSourceConns, c.PerSourceRate)
 	}
 	if c.Threads < 0 {
 		return fmt.Errorf("threads %d: must not be negative", c.Threads)

@@ -18,6 +18,8 @@ func TestRenderRejects(t *testing.T) {
 		"stats same as bind":  {Docker: true, StatsBind: ":8080"},
 		"negative maxconn":    {Docker: true, MaxConn: -1},
 		"negative threads":    {Docker: true, Threads: -1},
+		"negative per-source": {Docker: true, PerSourceConns: -1},
+		"negative rate":       {Docker: true, PerSourceRate: -5},
 	} {
 		var b strings.Builder
 		if err := Render(&b, c); err == nil {
@@ -43,6 +45,9 @@ func TestRenderServers(t *testing.T) {
 		"\n    balance leastconn\n",
 		"\n    option httpchk GET /readyz\n",
 		"\n    timeout tunnel 1h\n",
+		"\n    tcp-request connection track-sc0 src\n",
+		"\n    tcp-request connection reject if { sc_conn_cur(0) gt 1000 }\n",
+		"\n    tcp-request connection reject if { sc_conn_rate(0) gt 500 }\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered config lacks %q:\n%s", strings.TrimSpace(want), out)

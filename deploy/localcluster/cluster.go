@@ -76,6 +76,10 @@ type Options struct {
 	// process proxies at most MaxConn() connections (two files each under the open-file
 	// limit), so N processes hold N times as many. Defaults to 1 (HAProxy's own threads).
 	LBProcs int
+	// LBPerSourceConns and LBPerSourceRate are HAProxy's per-source limits (lbconfig.Config).
+	// Every client of a local cluster comes from a loopback address, and the load tools open
+	// thousands from one, so they default to lbconfig.LoopbackPerSource, not the shipped limits.
+	LBPerSourceConns, LBPerSourceRate int
 	// Detached starts every process in a session of its own, without tying its life to this
 	// process, so the cluster outlives the program that started it (deploy/cluster up).
 	Detached bool

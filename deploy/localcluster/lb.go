@@ -4,6 +4,7 @@
 package localcluster
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -40,7 +41,9 @@ func (c *Cluster) startLB(ctx context.Context) error {
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		var cfg strings.Builder
-		lc := lbconfig.Config{Servers: servers, Bind: addr, MaxConn: MaxConn()}
+		lc := lbconfig.Config{Servers: servers, Bind: addr, MaxConn: MaxConn(),
+			PerSourceConns: cmp.Or(c.opts.LBPerSourceConns, lbconfig.LoopbackPerSource),
+			PerSourceRate:  cmp.Or(c.opts.LBPerSourceRate, lbconfig.LoopbackPerSource)}
 		if c.opts.LBProcs > 1 {
 			lc.Threads = 1 // the processes are the parallelism
 		}

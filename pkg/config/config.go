@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path"
 	"reflect"
@@ -53,7 +54,32 @@ type Gateway struct {
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"how long a drain may take on SIGTERM"`
 	TickInterval    time.Duration `env:"TICK_INTERVAL" envDefault:"1s" help:"time between ticks (standalone mode)"`
 	DebugAddr       string        `env:"DEBUG_ADDR" help:"opt-in admin listener serving /debug/pprof, e.g. 127.0.0.1:6060; empty: off"`
+	Admission
 	Log
+}
+
+// Admission limits the sockets a gateway holds (docs/PROTOCOL.md "Admission"); pkg/admission
+// applies it.
+type Admission struct {
+	MaxConnections int            `env:"MAX_CONNECTIONS" envDefault:"0" help:"sockets held at most, more get 503 before upgrade; 0: the open-file soft limit - 1024"`
+	MaxPerIP       int            `env:"MAX_CONNECTIONS_PER_IP" envDefault:"0" help:"sockets one client address may hold; 0: no limit"`
+	TrustedProxies []netip.Prefix `env:"TRUSTED_PROXIES" envSeparator:"," help:"comma-separated CIDRs whose X-Forwarded-For is believed (the load balancer's)"`
+}
+
+func (a Admission) validate() error {
+	var errs []error
+	if a.MaxConnections < 0 {
+		errs = append(errs, fmt.Errorf("MAX_CONNECTIONS: must not be negative (0 means the default), got %d", a.MaxConnections))
+	}
+	if a.MaxPerIP < 0 {
+		errs = append(errs, fmt.Errorf("MAX_CONNECTIONS_PER_IP: must not be negative (0 means no limit), got %d", a.MaxPerIP))
+	}
+	for _, p := range a.TrustedProxies {
+		if p != p.Masked() {
+			errs = append(errs, fmt.Errorf("TRUSTED_PROXIES: %s has host bits set; did you mean %s?", p, p.Masked()))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Ticker is the ticker's configuration.
@@ -95,6 +121,7 @@ func LoadGateway(environ []string) (Gateway, error) {
 	}
 	add(c.Redis.validate(false))
 	add(c.Log.validate())
+	add(c.Admission.validate())
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		add(fmt.Errorf("GATEWAY_ADDR: %q is not host:port: %w", c.Addr, err))
 	}
@@ -261,6 +288,8 @@ func typeName(t reflect.Type) string {
 		return "a number"
 	case t.Kind() == reflect.Int, t.Kind() == reflect.Int64:
 		return "an integer"
+	case t == reflect.TypeOf(netip.Prefix{}), t == reflect.TypeOf([]netip.Prefix{}):
+		return "comma-separated CIDRs (e.g. 10.0.0.0/8,192.168.1.7/32)"
 	}
 	return t.String()
 }

@@ -92,3 +92,33 @@ func TestUsage(t *testing.T) {
 		t.Error("ticker usage lists a gateway variable")
 	}
 }
+
+func TestAdmission(t *testing.T) {
+	c, err := LoadGateway(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxConnections != 0 || c.MaxPerIP != 0 || len(c.TrustedProxies) != 0 {
+		t.Fatalf("admission defaults = %+v", c.Admission)
+	}
+	c, err = LoadGateway([]string{"MAX_CONNECTIONS=5000", "MAX_CONNECTIONS_PER_IP=20", "TRUSTED_PROXIES=10.0.0.0/8,fd00::/8,192.168.1.7/32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxConnections != 5000 || c.MaxPerIP != 20 || len(c.TrustedProxies) != 3 || c.TrustedProxies[1].String() != "fd00::/8" {
+		t.Fatalf("admission = %+v", c.Admission)
+	}
+	for env, want := range map[string]string{
+		"MAX_CONNECTIONS=-1":          "MAX_CONNECTIONS: must not be negative",
+		"MAX_CONNECTIONS=lots":        "MAX_CONNECTIONS: cannot parse",
+		"MAX_CONNECTIONS_PER_IP=-2":   "MAX_CONNECTIONS_PER_IP: must not be negative",
+		"TRUSTED_PROXIES=10.0.0.0/33": "TRUSTED_PROXIES: cannot parse",
+		"TRUSTED_PROXIES=10.0.0.1":    "TRUSTED_PROXIES: cannot parse",
+		"TRUSTED_PROXIES=proxy":       "TRUSTED_PROXIES: cannot parse",
+		"TRUSTED_PROXIES=10.1.2.3/8":  "TRUSTED_PROXIES: 10.1.2.3/8 has host bits set",
+	} {
+		if _, err := LoadGateway([]string{env}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q", env, err, want)
+		}
+	}
+}

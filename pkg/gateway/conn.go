@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/wsgw/wsgw/pkg/admission"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -47,6 +48,7 @@ type conn struct {
 	start time.Time
 
 	remoteAddr string
+	ticket     *admission.Ticket // released when serve returns
 
 	mu        sync.Mutex
 	queue     [][]byte

@@ -38,12 +38,16 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// handleReadyz answers 200 when the gateway can serve: not draining and the broker ready
+// handleReadyz answers 200 when the gateway can serve: not draining, not full and the broker ready
 // (Redis reachable and the tick subscription delivering, in cluster mode).
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if s.draining.Load() {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	if s.Full() {
+		http.Error(w, "full", http.StatusServiceUnavailable)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.ReadyTimeout)

@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/wsgw/wsgw/pkg/admission"
 	"github.com/wsgw/wsgw/pkg/broker"
 	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/metrics"
@@ -51,6 +52,7 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("gateway: listen on %s: %w", cfg.Addr, err)
 	}
 	defer ln.Close()
+	ln = admission.Listener(ln, admission.ListenerOptions{Log: log, Errors: m.AcceptErrors})
 
 	// The one place standalone and cluster mode differ.
 	var (
@@ -84,6 +86,7 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	srv := NewServer(log, m, b, store, Options{
 		ID: cfg.ID, MaxN: cfg.FibMaxN, Rate: cfg.FibRate, Burst: cfg.FibBurst,
 		ReadLimit: cfg.ReadLimit, AllowedOrigins: cfg.AllowedOrigins,
+		Admission: admission.Options{MaxConnections: cfg.MaxConnections, MaxPerIP: cfg.MaxPerIP, TrustedProxies: cfg.TrustedProxies},
 	})
 	if err := srv.Start(); err != nil {
 		return err
@@ -103,7 +106,7 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	if cfg.Redis.Enabled() {
 		mode = "cluster"
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "mode", mode)
+	log.Info("listening", "addr", ln.Addr().String(), "mode", mode, "max_connections", srv.adm.Max(), "max_connections_per_ip", cfg.MaxPerIP)
 
 	select {
 	case <-ctx.Done():

@@ -23,6 +23,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wsgw/wsgw/pkg/admission"
 	"github.com/wsgw/wsgw/pkg/broker"
 	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/fib"
@@ -55,6 +56,8 @@ type Options struct {
 	ReadyTimeout   time.Duration // bound of one readiness check. Defaults to 2s.
 	RateLimitGrace time.Duration // how long a client may keep sending after rate_limited before 1008. Defaults to 10s.
 	CanaryInterval time.Duration // between the gateway's own readiness checks of the broker. Defaults to 2s.
+
+	Admission admission.Options // MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, TRUSTED_PROXIES; zero: their defaults
 }
 
 func (o *Options) defaults() {
@@ -103,6 +106,7 @@ type Server struct {
 	store  presence.Store
 	hub    *hub.Hub
 	pool   *pool
+	adm    *admission.Controller
 
 	// framesOut holds ws_frames_out_total's counter per frame type, resolved once: the tick
 	// path counts one frame per socket per tick.
@@ -129,6 +133,8 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 	for _, typ := range []string{protocol.TypeWelcome, protocol.TypeTime, protocol.TypeFib, protocol.TypeError} {
 		s.framesOut[typ] = m.FramesOut.WithLabelValues(typ)
 	}
+	s.adm = admission.New(opts.Admission)
+	m.ConnectionsMax.Set(float64(s.adm.Max()))
 	s.pool = newPool(ctx, opts.FibWorkers, opts.FibQueue, fib.NewCache(opts.FibCacheBytes), m)
 	return s
 }

@@ -27,6 +27,19 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "gateway is draining; reconnect to another replica", http.StatusServiceUnavailable)
 		return
 	}
+	// Admission: one socket reserved before anything else is spent on r; serve releases it when
+	// the connection ends, the deferred call when the upgrade does not happen (any return).
+	ticket := s.admit(w, r)
+	if ticket == nil {
+		return
+	}
+	upgraded := false
+	defer func() {
+		if !upgraded {
+			ticket.Release()
+		}
+	}()
+
 	user := r.URL.Query().Get("user")
 	if user == "" {
 		user = protocol.GuestPrefix + config.RandomHex(3)
@@ -57,12 +70,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		user:       user,
 		start:      time.Now(),
 		remoteAddr: r.RemoteAddr,
+		ticket:     ticket,
 	}
+	upgraded = true
 	go s.serve(c)
 }
 
 // serve registers c everywhere, reads until the connection ends, then unregisters it.
 func (s *Server) serve(c *conn) {
+	defer c.ticket.Release() // the socket is closed by every path below
 	// Presence first: a client holding its welcome is already listed in /users. Then the
 	// welcome, written directly (nothing else writes to c until it is in the hub), and only
 	// then the hub, so the welcome is always the first frame.

@@ -21,7 +21,9 @@ type Metrics struct {
 	ConnectionsOpen prometheus.Gauge
 	Connects        prometheus.Counter
 	Disconnects     *prometheus.CounterVec // reason: closed, drained, slow_consumer, rate_limit, too_big, ping_timeout, error
-	Rejected        *prometheus.CounterVec // reason: bad_user, origin, handshake, draining
+	Rejected        *prometheus.CounterVec // reason: bad_user, origin, handshake, draining, full, per_ip
+	ConnectionsMax  prometheus.Gauge       // MAX_CONNECTIONS as resolved at start
+	AcceptErrors    *prometheus.CounterVec // class: emfile, enfile, other
 	FramesIn        *prometheus.CounterVec // type: fib, invalid
 	FramesOut       *prometheus.CounterVec // type: welcome, time, fib, error
 	SlowConsumers   prometheus.Counter
@@ -59,6 +61,8 @@ func New() *Metrics {
 	m.Connects = counter(f, "ws_connects_total", "WebSocket connections accepted.")
 	m.Disconnects = counterVec(f, "ws_disconnects_total", "WebSocket connections closed, by reason.", "reason")
 	m.Rejected = counterVec(f, "ws_rejected_total", "Upgrade requests refused before the upgrade, by reason.", "reason")
+	m.ConnectionsMax = gauge(f, "ws_connections_max", "MAX_CONNECTIONS: sockets this gateway holds at most before answering upgrades 503.")
+	m.AcceptErrors = counterVec(f, "accept_errors_total", "Errors accepting TCP connections, by class (emfile: out of file descriptors).", "class")
 	m.FramesIn = counterVec(f, "ws_frames_in_total", "Client frames received, by parsed type.", "type")
 	m.FramesOut = counterVec(f, "ws_frames_out_total", "Frames queued to clients, by type.", "type")
 	m.SlowConsumers = counter(f, "ws_slow_consumers_total", "Connections closed with 1008 because their outbound queue overflowed or a write timed out.")
