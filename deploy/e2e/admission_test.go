@@ -41,7 +41,7 @@ func TestSocketFloodUnderFDLimit(t *testing.T) {
 		dials   = 400
 		raw     = 200
 	)
-	bin := binaries(t)
+	bin := binDir(t)
 	port, err := localcluster.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -88,9 +88,7 @@ func TestSocketFloodUnderFDLimit(t *testing.T) {
 		b, err := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), err
 	}
-	if err := waitFor(10*time.Second, 50*time.Millisecond, func() error { _, _, err := get("/healthz"); return err }); err != nil {
-		t.Fatalf("gateway never answered /healthz: %v", err)
-	}
+	waitFor(t, 10*time.Second, "gateway answers /healthz", func() error { _, _, err := get("/healthz"); return err })
 
 	// WebSockets from one address, 20 dialing at a time.
 	var (
@@ -172,23 +170,18 @@ func TestSocketFloodUnderFDLimit(t *testing.T) {
 		}
 		raws = append(raws, c)
 	}
-	err = waitFor(10*time.Second, 100*time.Millisecond, func() error {
+	waitFor(t, 10*time.Second, fmt.Sprintf("a warn line about the accept error with %d raw sockets open", len(raws)), func() error {
 		b, _ := os.ReadFile(logPath)
 		if !strings.Contains(string(b), "level=WARN msg=\"accept failed") || !strings.Contains(string(b), "too many open files") {
 			return errors.New("no warn line about the accept error")
 		}
 		return nil
 	})
-	if err != nil {
-		t.Errorf("%d raw sockets open: %v", len(raws), err)
-	}
 	for _, c := range raws {
 		c.Close()
 	}
 	t0 := time.Now()
-	if err := waitFor(10*time.Second, 50*time.Millisecond, func() error { _, _, err := get("/healthz"); return err }); err != nil {
-		t.Errorf("/healthz after the raw sockets closed: %v", err)
-	}
+	waitFor(t, 10*time.Second, "/healthz after the raw sockets closed", func() error { _, _, err := get("/healthz"); return err })
 	measure(t, "flood recovery", "/healthz answers %v after %d raw sockets closed", time.Since(t0).Round(time.Millisecond), len(raws))
 	if _, body, err := get("/metrics"); err != nil || !strings.Contains(body, `accept_errors_total{class="emfile"}`) {
 		t.Errorf("/metrics lacks the accept errors (%v)", err)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"github.com/wsgw/wsgw/internal/testkit"
 	"io"
 	"net/http"
 	"net/netip"
@@ -85,7 +86,7 @@ func TestMaxConnections(t *testing.T) {
 	}
 
 	conns[0].Close(websocket.StatusNormalClosure, "")
-	eventually(t, 5*time.Second, "/readyz 200 after one closed", func() bool { code, _ := readyz(t, g); return code == http.StatusOK })
+	testkit.Eventually(t, 5*time.Second, "/readyz 200 after one closed", func() bool { code, _ := readyz(t, g); return code == http.StatusOK })
 	g.dial(t, "again")
 	if code, _ := readyz(t, g); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz %d at 5 of 5 again, want 503", code)
@@ -137,7 +138,7 @@ func TestMaxPerIPBehindProxy(t *testing.T) {
 		t.Errorf("/readyz %d: a per-address limit must not make the gateway unready", code)
 	}
 	first.Close(websocket.StatusNormalClosure, "")
-	eventually(t, 5*time.Second, "198.51.100.7 admitted again", func() bool {
+	testkit.Eventually(t, 5*time.Second, "198.51.100.7 admitted again", func() bool {
 		c, err := dialAs("198.51.100.7")
 		if err == nil {
 			c.CloseNow()
@@ -153,7 +154,7 @@ func TestAdmissionReleasedOnEveryPath(t *testing.T) {
 	g := startGateway(t, Options{Admission: admission.Options{MaxConnections: 1}}, 0)
 	back := func(what string) {
 		t.Helper()
-		eventually(t, 5*time.Second, what+": slot released", func() bool { return g.srv.adm.Count() == 0 })
+		testkit.Eventually(t, 5*time.Second, what+": slot released", func() bool { return g.srv.adm.Count() == 0 })
 	}
 	get := func(path string, h http.Header) int {
 		req, _ := http.NewRequest(http.MethodGet, g.http.URL+path, nil)
