@@ -23,6 +23,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wsgw/wsgw/pkg/auth"
 	"github.com/wsgw/wsgw/pkg/broker"
 	"github.com/wsgw/wsgw/pkg/fib"
 	"github.com/wsgw/wsgw/pkg/hub"
@@ -52,6 +53,12 @@ type Options struct {
 	ReadyTimeout   time.Duration // bound of one readiness check. Defaults to 2s.
 	RateLimitGrace time.Duration // how long a client may keep sending after rate_limited before 1008. Defaults to 10s.
 	CanaryInterval time.Duration // between the gateway's own readiness checks of the broker. Defaults to 2s.
+
+	// Auth checks every upgrade's token and every refresh; nil means authentication off (v1).
+	Auth auth.Verifier
+	// AuthLeeway is the verifier's clock-skew leeway: a connection is closed with 4001 when
+	// its token's exp plus this has passed. Zero: at exp.
+	AuthLeeway time.Duration
 }
 
 func (o *Options) defaults() {
@@ -124,7 +131,7 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 		conns: make(map[*conn]struct{}),
 	}
 	s.framesOut = make(map[string]prometheus.Counter)
-	for _, typ := range []string{protocol.TypeWelcome, protocol.TypeTime, protocol.TypeFib, protocol.TypeError} {
+	for _, typ := range []string{protocol.TypeWelcome, protocol.TypeTime, protocol.TypeFib, protocol.TypeError, protocol.TypeRefreshed} {
 		s.framesOut[typ] = m.FramesOut.WithLabelValues(typ)
 	}
 	s.pool = newPool(ctx, opts.FibWorkers, opts.FibQueue, fib.NewCache(opts.FibCacheBytes), m)
