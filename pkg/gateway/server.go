@@ -113,6 +113,8 @@ type Server struct {
 	// path counts one frame per socket per tick.
 	framesOut map[string]prometheus.Counter
 
+	page []byte // GET /: index.html with its auth marker set
+
 	ctx    context.Context // the server's lifetime: the broker subscription and the pool
 	cancel context.CancelFunc
 
@@ -129,6 +131,7 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 		opts: opts, log: log, m: m, broker: b, store: store,
 		hub: hub.New(m), ctx: ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
+		page:  pageFor(opts.Auth != nil),
 	}
 	s.framesOut = make(map[string]prometheus.Counter)
 	for _, typ := range []string{protocol.TypeWelcome, protocol.TypeTime, protocol.TypeFib, protocol.TypeError, protocol.TypeRefreshed} {
