@@ -70,8 +70,9 @@ func binaries(t *testing.T) string {
 }
 
 // startCluster starts 3 gateways, 2 tickers, HAProxy and a redis-server for this test, stopped
-// when it ends. On failure the tail of every log is printed.
-func startCluster(t *testing.T) *localcluster.Cluster {
+// when it ends; env adds settings (e.g. AUTH_JWT_SECRET) to clusterEnv. On failure the tail of
+// every log is printed.
+func startCluster(t *testing.T, env ...string) *localcluster.Cluster {
 	t.Helper()
 	testkit.Need(t, "redis-server")
 	testkit.Need(t, "haproxy")
@@ -81,7 +82,7 @@ func startCluster(t *testing.T) *localcluster.Cluster {
 	var progress strings.Builder
 	start := time.Now()
 	c, err := localcluster.Start(ctx, localcluster.Options{
-		Dir: t.TempDir(), BinDir: bin, Gateways: 3, Tickers: 2, Env: clusterEnv, Stdout: &progress,
+		Dir: t.TempDir(), BinDir: bin, Gateways: 3, Tickers: 2, Env: append(clusterEnv[:len(clusterEnv):len(clusterEnv)], env...), Stdout: &progress,
 	})
 	if err != nil {
 		t.Fatalf("start cluster: %v\n%s", err, progress.String())

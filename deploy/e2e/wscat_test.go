@@ -25,34 +25,11 @@ func TestWscatFibAndPresence(t *testing.T) {
 	c := startCluster(t)
 	_, redisPort, _ := strings.Cut(c.RedisAddr, ":")
 
-	// wscat exits as soon as its stdin reaches EOF, before even connecting: give it a pipe that
-	// stays open until the end of the test.
-	stdin, keepOpen, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { keepOpen.Close() })
-	var out testkit.SyncBuffer
-	cmd := exec.Command(wscat, "-c", "ws://"+c.LBAddr+"/ws?user=w", "-x", "10", "-w", "2")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &out
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stdin.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	out, exited := startWscat(t, wscat, "-c", "ws://"+c.LBAddr+"/ws?user=w", "-x", "10", "-w", "2")
 
 	var welcome protocol.Frame
-	err = waitFor(15*time.Second, 20*time.Millisecond, func() error {
+	err := waitFor(15*time.Second, 20*time.Millisecond, func() error {
 		var fib bool
 		for _, f := range jsonFrames(out.String()) {
 			switch f.Type {
@@ -138,6 +115,38 @@ func TestWscatFibAndPresence(t *testing.T) {
 }
 
 // jsonFrames decodes every line of wscat's output that holds a server frame ("< {...}").
+// startWscat runs wscat with args until it exits or the test ends (then it is killed), and
+// returns its combined output and a channel receiving its exit (put it back after reading, for
+// the cleanup).
+func startWscat(t *testing.T, wscat string, args ...string) (*testkit.SyncBuffer, chan error) {
+	t.Helper()
+	// wscat exits as soon as its stdin reaches EOF, before even connecting: give it a pipe that
+	// stays open until the end of the test.
+	stdin, keepOpen, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { keepOpen.Close() })
+	var out testkit.SyncBuffer
+	cmd := exec.Command(wscat, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	return &out, exited
+}
+
 func jsonFrames(out string) []protocol.Frame {
 	var fs []protocol.Frame
 	for _, line := range strings.Split(out, "\n") {
