@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -23,21 +22,12 @@ import (
 func TestAuthThroughHAProxy(t *testing.T) {
 	const secret = "e2e-secret-e2e-secret-e2e-secret"
 	c := startCluster(t, "AUTH_JWT_SECRET="+secret)
-	get := func(url string) (int, string) {
-		resp, err := http.Get(url)
-		if err != nil {
-			t.Fatalf("GET %s: %v", url, err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
 	for _, path := range []string{"/users", "/metrics", "/debug/pprof/", "/%75sers", "/users?limit=1"} {
-		if code, _ := get("http://" + c.LBAddr + path); code != http.StatusForbidden {
+		if code, _ := testkit.HTTPGet(t, "http://"+c.LBAddr+path); code != http.StatusForbidden {
 			t.Errorf("%s through HAProxy: %d, want 403", path, code)
 		}
 	}
-	if code, _ := get("http://" + c.Gateways[0].Addr + "/users"); code != http.StatusOK {
+	if code, _ := testkit.HTTPGet(t, "http://"+c.Gateways[0].Addr+"/users"); code != http.StatusOK {
 		t.Errorf("/users on a gateway itself: %d, want 200 (the refusal is the load balancer's)", code)
 	}
 

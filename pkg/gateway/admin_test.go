@@ -11,19 +11,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
-
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
 
 // TestRunAdminAndAuth runs the program with ADMIN_ADDR and AUTH_JWT_SECRET: the operator routes
 // move to the admin listener, `gateway token` makes a token the gateway accepts, a missing
@@ -48,14 +38,14 @@ func TestRunAdminAndAuth(t *testing.T) {
 		return err == nil && resp.StatusCode == 200
 	})
 	for _, path := range []string{"/users", "/metrics", "/debug/pprof/"} {
-		if code, _ := httpGet(t, "http://"+addr+path); code != http.StatusNotFound {
+		if code, _ := testkit.HTTPGet(t, "http://"+addr+path); code != http.StatusNotFound {
 			t.Errorf("public %s: %d, want 404", path, code)
 		}
-		if code, _ := httpGet(t, "http://"+admin+path); code != http.StatusOK {
+		if code, _ := testkit.HTTPGet(t, "http://"+admin+path); code != http.StatusOK {
 			t.Errorf("admin %s: %d, want 200", path, code)
 		}
 	}
-	if code, body := httpGet(t, "http://"+addr+"/"); code != 200 || !strings.Contains(body, `<meta name="wsgw-auth" content="bearer">`) {
+	if code, body := testkit.HTTPGet(t, "http://"+addr+"/"); code != 200 || !strings.Contains(body, `<meta name="wsgw-auth" content="bearer">`) {
 		t.Errorf("page does not say authentication is on (%d)", code)
 	}
 
@@ -78,7 +68,7 @@ func TestRunAdminAndAuth(t *testing.T) {
 	if w.Type != protocol.TypeWelcome || w.User != "ana" || w.Exp < time.Now().Add(9*time.Minute).Unix() {
 		t.Fatalf("welcome = %+v", w)
 	}
-	if _, body := httpGet(t, "http://"+admin+"/users"); !strings.Contains(body, `"ana"`) {
+	if _, body := testkit.HTTPGet(t, "http://"+admin+"/users"); !strings.Contains(body, `"ana"`) {
 		t.Errorf("admin /users lacks ana: %s", body)
 	}
 }
