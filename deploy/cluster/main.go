@@ -234,17 +234,20 @@ authentication is on (AUTH_JWT_SECRET in %[2]s); make a token and use it:
   open http://127.0.0.1:%[1]s/ and paste the token
 `, lbPort, filepath.Join(dir, "auth.secret"), gw, filepath.Join(dir, "bin", "client"))
 	}
+	plain := fmt.Sprintf("  wscat -c ws://127.0.0.1:%[1]s/ws?user=ana              (then type 10)\n  %[2]s -url ws://127.0.0.1:%[1]s/ws -user bob\n",
+		lbPort, filepath.Join(dir, "bin", "client"))
+	if s.AuthSecretFile != "" {
+		plain = "" // without a token these would get 401
+	}
 	fmt.Fprintf(w, `
 try:
-  wscat -c ws://127.0.0.1:%[1]s/ws?user=ana              (then type 10)
-  %[3]s -url ws://127.0.0.1:%[1]s/ws -user bob
-  curl http://%[6]s/users        (a gateway: the load balancer refuses /users and /metrics)
+%[3]s  curl http://%[6]s/users        (a gateway: the load balancer refuses /users and /metrics)
   redis-cli -p %[2]s HGETALL ws:presence
   redis-cli -p %[2]s SUBSCRIBE ws:presence:events
   tail -f %[4]s
 stop it with:
   go run ./deploy/cluster down -dir %[5]s
-`, lbPort, redisPort, filepath.Join(dir, "bin", "client"), filepath.Join(dir, "*.log"), dir, gwAddr)
+`, lbPort, redisPort, plain, filepath.Join(dir, "*.log"), dir, gwAddr)
 }
 
 func status(args []string, stdout, stderr io.Writer) error {

@@ -36,7 +36,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, query stri
 	if err != nil {
 		s.m.Rejected.WithLabelValues("unauthorized").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="wsgw"`)
-		http.Error(w, "unauthorized: "+err.Error(), http.StatusUnauthorized)
+		http.Error(w, err.Error(), http.StatusUnauthorized)
 		s.log.Debug("upgrade refused", "status", http.StatusUnauthorized, "err", err, "remote", r.RemoteAddr)
 		return auth.Claims{}, false
 	}
