@@ -73,6 +73,18 @@ func TestRunAdminAndAuth(t *testing.T) {
 	}
 }
 
+func TestRunHelpListsAuth(t *testing.T) {
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"-h"}, nil, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"ADMIN_ADDR", "AUTH_JWT_SECRET", "AUTH_JWT_PUBLIC_KEY_FILE", "AUTH_JWKS_URL", "AUTH_JWT_ISSUER", "AUTH_JWT_AUDIENCE", "AUTH_USER_CLAIM", "token -user"} {
+		if !strings.Contains(out.String(), v) {
+			t.Errorf("-h output lacks %s", v)
+		}
+	}
+}
+
 func TestRunTokenErrors(t *testing.T) {
 	for _, c := range []struct {
 		args []string

@@ -19,6 +19,7 @@ func TestBrowserToken(t *testing.T) {
 	br := startBrowser(t, chromium)
 
 	br.run("open the page", chromedp.Navigate(g.http.URL), chromedp.WaitVisible(chromedp.ID("token")))
+	br.wait("the name field hidden (the token names the user)", `document.getElementById("namerow").hidden`)
 	br.run("connect without a token", chromedp.Click(chromedp.ID("connect")))
 	br.wait("the page to ask for a token", `document.getElementById("status").textContent.includes("requires a token")`)
 
