@@ -3,9 +3,11 @@
 // bounded worker pool, records presence, and drains cleanly.
 //
 // It sees only the broker.Broker and presence.Store interfaces: standalone and cluster mode
-// differ solely in what Run passes to NewServer.
+// differ solely in what Run passes to NewServer. Authentication is the optional auth.Verifier in
+// Options (auth.go): nil keeps every v1 behaviour.
 //
-// Entry points: Run (the program), NewServer, Server.Handler, Server.Start, Server.Drain.
+// Entry points: Run (the program), NewServer, Server.Handler (or PublicHandler and
+// AdminHandler with ADMIN_ADDR), Server.Start, Server.Drain.
 package gateway
 
 import (
