@@ -1,7 +1,9 @@
 // Command client is the terminal client of the gateway: it prints every frame it receives and
 // sends each line typed on standard input (10 asks for F(10)). See pkg/termclient.
 //
-//	client [-url ws://localhost:8080/ws] [-user NAME]
+//	client [-url ws://localhost:8080/ws] [-user NAME] [-token JWT | -token-cmd COMMAND]
+//
+// WSGW_TOKEN, when set, is the default of -token.
 package main
 
 import (
@@ -16,7 +18,11 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := termclient.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	if tok := os.Getenv("WSGW_TOKEN"); tok != "" {
+		args = append([]string{"-token", tok}, args...) // a -token given on the command line wins
+	}
+	err := termclient.Run(ctx, args, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

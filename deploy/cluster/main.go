@@ -1,7 +1,7 @@
 // Command cluster runs the whole topology on this machine without Docker: a redis-server, two
 // tickers, three gateways and HAProxy in front, as detached processes that outlive the command.
 //
-//	go run ./deploy/cluster up     [-gateways 3] [-tickers 2] [-dir .cluster] [-lb-port 8080] [-lb-procs 1]
+//	go run ./deploy/cluster up     [-gateways 3] [-tickers 2] [-dir .cluster] [-lb-port 8080] [-lb-procs 1] [-auth]
 //	go run ./deploy/cluster status [-dir .cluster]
 //	go run ./deploy/cluster down   [-dir .cluster]
 //
@@ -9,11 +9,14 @@
 // DIR/state.json (PIDs, ports) and prints what to try; logs go to DIR/NAME.log. Gateways and
 // tickers inherit the environment, so `PRESENCE_TTL=5s go run ./deploy/cluster up` works. down
 // sends SIGTERM to exactly the PIDs in state.json, gateways first, kills what is left after the
-// drain timeout, and removes state.json.
+// drain timeout, and removes state.json. -auth turns authentication on: a random
+// AUTH_JWT_SECRET for every gateway, kept in DIR/auth.secret for `gateway token`.
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -79,7 +82,9 @@ type State struct {
 	LBAddr    string    `json:"lb_addr"`
 	// DrainTimeout is how long down waits for a gateway after SIGTERM before SIGKILL.
 	DrainTimeout string `json:"drain_timeout"`
-	Procs        []Proc `json:"procs"`
+	// AuthSecretFile holds the gateways' AUTH_JWT_SECRET when started with -auth.
+	AuthSecretFile string `json:"auth_secret_file,omitempty"`
+	Procs          []Proc `json:"procs"`
 }
 
 // Proc is one started process. Kind orders the shutdown: gateways, tickers, haproxy, redis.
@@ -114,6 +119,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	dir := fs.String("dir", ".cluster", "directory for logs, binaries and state.json")
 	lbPort := fs.Int("lb-port", 8080, "HAProxy port on 127.0.0.1")
 	lbProcs := fs.Int("lb-procs", 1, "HAProxy processes sharing the port, single-threaded when several\n(each proxies at most ~half the open-file limit: 6 for 50k sockets under 20,000 files)")
+	authOn := fs.Bool("auth", false, "turn authentication on: a random AUTH_JWT_SECRET, kept in DIR/auth.secret")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -146,6 +152,17 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return err
 	}
+	var env []string
+	secretFile := ""
+	if *authOn {
+		secretFile = filepath.Join(abs, "auth.secret")
+		secret := make([]byte, 32)
+		_, _ = rand.Read(secret)
+		if err := os.WriteFile(secretFile, []byte(hex.EncodeToString(secret)), 0o600); err != nil {
+			return fmt.Errorf("up: write %s: %w", secretFile, err)
+		}
+		env = append(env, "AUTH_JWT_SECRET="+hex.EncodeToString(secret))
+	}
 	bin := filepath.Join(abs, "bin")
 	fmt.Fprintf(stdout, "building gateway, ticker and client into %s\n", bin)
 	if err := localcluster.BuildBinaries(ctx, bin); err != nil {
@@ -155,12 +172,13 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	c, err := localcluster.Start(startCtx, localcluster.Options{
 		Dir: abs, BinDir: bin, Gateways: *gateways, Tickers: *tickers, LBPort: *lbPort, LBProcs: *lbProcs,
-		Detached: true, Stdout: stdout,
+		Detached: true, Stdout: stdout, Env: env,
 	})
 	if err != nil {
 		return fmt.Errorf("up: %w (logs in %s)", err, abs)
 	}
 	s := stateOf(c)
+	s.AuthSecretFile = secretFile
 	b, _ := json.MarshalIndent(s, "", "  ")
 	if err := os.WriteFile(statePath(abs), append(b, '\n'), 0o644); err != nil {
 		_ = c.Stop()
@@ -199,17 +217,37 @@ func printSummary(w io.Writer, s *State, dir string) {
 	_, lbPort, _ := strings.Cut(s.LBAddr, ":")
 	redisAddr := strings.TrimSuffix(strings.TrimPrefix(s.RedisURL, "redis://"), "/0")
 	_, redisPort, _ := strings.Cut(redisAddr, ":")
+	gwAddr := s.LBAddr
+	for _, p := range s.Procs {
+		if p.Kind == "gateway" {
+			gwAddr = p.Addr // the load balancer refuses /users and /metrics: ask a gateway
+			break
+		}
+	}
+	if s.AuthSecretFile != "" {
+		gw := filepath.Join(dir, "bin", "gateway")
+		fmt.Fprintf(w, `
+authentication is on (AUTH_JWT_SECRET in %[2]s); make a token and use it:
+  TOKEN=$(AUTH_JWT_SECRET=$(cat %[2]s) %[3]s token -user ana)
+  wscat -c ws://127.0.0.1:%[1]s/ws -H "Authorization: Bearer $TOKEN"
+  %[4]s -url ws://127.0.0.1:%[1]s/ws -token "$TOKEN"
+  open http://127.0.0.1:%[1]s/ and paste the token
+`, lbPort, filepath.Join(dir, "auth.secret"), gw, filepath.Join(dir, "bin", "client"))
+	}
+	plain := fmt.Sprintf("  wscat -c ws://127.0.0.1:%[1]s/ws?user=ana              (then type 10)\n  %[2]s -url ws://127.0.0.1:%[1]s/ws -user bob\n",
+		lbPort, filepath.Join(dir, "bin", "client"))
+	if s.AuthSecretFile != "" {
+		plain = "" // without a token these would get 401
+	}
 	fmt.Fprintf(w, `
 try:
-  wscat -c ws://127.0.0.1:%[1]s/ws?user=ana              (then type 10)
-  %[3]s -url ws://127.0.0.1:%[1]s/ws -user bob
-  curl http://127.0.0.1:%[1]s/users
+%[3]s  curl http://%[6]s/users        (a gateway: the load balancer refuses /users and /metrics)
   redis-cli -p %[2]s HGETALL ws:presence
   redis-cli -p %[2]s SUBSCRIBE ws:presence:events
   tail -f %[4]s
 stop it with:
   go run ./deploy/cluster down -dir %[5]s
-`, lbPort, redisPort, filepath.Join(dir, "bin", "client"), filepath.Join(dir, "*.log"), dir)
+`, lbPort, redisPort, plain, filepath.Join(dir, "*.log"), dir, gwAddr)
 }
 
 func status(args []string, stdout, stderr io.Writer) error {

@@ -26,17 +26,8 @@ func TestWscatFibAndPresence(t *testing.T) {
 	c := startCluster(t, localcluster.Options{})
 	_, redisPort, _ := strings.Cut(c.RedisAddr, ":")
 
-	// wscat exits as soon as its stdin reaches EOF, before even connecting: give it a pipe that
-	// stays open until the end of the test.
-	stdin, keepOpen, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { keepOpen.Close() })
 	start := time.Now()
-	p := startProc(t, "wscat", wscat, []string{"-c", "ws://" + c.LBAddr + "/ws?user=w", "-x", "10", "-w", "2"}, nil, stdin)
-	stdin.Close()
-	output := func() string { b, _ := os.ReadFile(p.LogPath()); return string(b) }
+	output, p := startWscat(t, wscat, "-c", "ws://"+c.LBAddr+"/ws?user=w", "-x", "10", "-w", "2")
 
 	var welcome protocol.Frame
 	waitFor(t, 15*time.Second, "wscat: a welcome and F(10) = 55", func() error {
@@ -126,4 +117,19 @@ func jsonFrames(out string) []protocol.Frame {
 		}
 	}
 	return fs
+}
+
+// startWscat runs wscat with args through startProc and returns a reader of what it printed.
+func startWscat(t *testing.T, wscat string, args ...string) (output func() string, p *localcluster.Proc) {
+	t.Helper()
+	// wscat exits as soon as its stdin reaches EOF, before even connecting: give it a pipe that
+	// stays open until the end of the test.
+	stdin, keepOpen, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { keepOpen.Close() })
+	p = startProc(t, "wscat", wscat, args, nil, stdin)
+	stdin.Close()
+	return func() string { b, _ := os.ReadFile(p.LogPath()); return string(b) }, p
 }

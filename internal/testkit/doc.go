@@ -4,7 +4,9 @@
 // program skip with a clear message when it is absent or fail under INTEGRATION=required (Need,
 // Unavailable), checks for leaked goroutines (MainWithLeakCheck), polls until a condition holds
 // (Eventually), gives a buffer a child process and a test can share (SyncBuffer), and an
-// additions-only Fibonacci oracle (Fib). The end-to-end harness lives in deploy/e2e.
+// additions-only Fibonacci oracle (Fib), and serves authentication tests: the table of bad
+// tokens (BadTokens), an identity provider's rotating JWKS endpoint (StartJWKS) and a plain GET
+// (HTTPGet). The end-to-end harness lives in deploy/e2e.
 //
 // Cleanup kills exactly the processes a helper started, by PID. Nothing here is product code.
 package testkit

@@ -2,6 +2,8 @@ package testkit
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -15,7 +17,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/wsgw/wsgw/pkg/config"
 )
 
 // startTimeout bounds how long a process may take to answer PING.
@@ -27,14 +28,22 @@ const pollEvery = 20 * time.Millisecond
 // Prefix returns a key prefix unique to this call, such as "t3f9a2c1b:".
 func Prefix(tb testing.TB) string {
 	tb.Helper()
-	return "t" + config.RandomHex(4) + ":"
+	return "t" + randomHex() + ":"
+}
+
+// randomHex is 8 random hex digits. (Not config.RandomHex: testkit imports no product package
+// that would make pkg/auth's tests an import cycle through config.)
+func randomHex() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // HashTagPrefix returns a unique hash-tagged prefix such as "{t3f9a2c1b}:", so every key under it
 // lives in one Cluster slot (Lua scripts and MULTI need that).
 func HashTagPrefix(tb testing.TB) string {
 	tb.Helper()
-	return "{t" + config.RandomHex(4) + "}:"
+	return "{t" + randomHex() + "}:"
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.

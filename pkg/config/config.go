@@ -11,11 +11,11 @@ package config
 import (
 	"errors"
 	"fmt"
-	"github.com/wsgw/wsgw/pkg/rediskey"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path"
 	"reflect"
@@ -23,6 +23,9 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/wsgw/wsgw/pkg/auth"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 )
 
 // Redis selects the Redis deployment: REDIS_URL for one server, REDIS_SENTINEL_MASTER with
@@ -53,8 +56,10 @@ type Gateway struct {
 	PresenceTTL     time.Duration `env:"PRESENCE_TTL" envDefault:"15s" help:"heartbeat key TTL; refreshed every TTL/3"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"how long a drain may take on SIGTERM"`
 	TickInterval    time.Duration `env:"TICK_INTERVAL" envDefault:"1s" help:"time between ticks (standalone mode)"`
-	DebugAddr       string        `env:"DEBUG_ADDR" help:"opt-in admin listener serving /debug/pprof, e.g. 127.0.0.1:6060; empty: off"`
+	DebugAddr       string        `env:"DEBUG_ADDR" help:"opt-in listener serving /debug/pprof only, e.g. 127.0.0.1:6060; empty: off (ADMIN_ADDR serves it too)"`
+	AdminAddr       string        `env:"ADMIN_ADDR" help:"listener for /users, /metrics and /debug/pprof/, e.g. 127.0.0.1:9090; empty keeps /users and /metrics on GATEWAY_ADDR"`
 	Admission
+	Auth
 	Log
 }
 
@@ -82,12 +87,73 @@ func (a Admission) validate() error {
 	return errors.Join(errs...)
 }
 
+// Auth configures the optional token authentication; any key setting turns it on.
+type Auth struct {
+	JWTSecret        string `env:"AUTH_JWT_SECRET" help:"HMAC key (HS256/384/512); turns authentication on"`
+	JWTPublicKeyFile string `env:"AUTH_JWT_PUBLIC_KEY_FILE" help:"PEM file of an RSA, ECDSA or Ed25519 public key; turns authentication on"`
+	JWKSURL          string `env:"AUTH_JWKS_URL" help:"JWKS endpoint (refreshed in the background, unknown kid refetched at most once a minute); turns authentication on"`
+	JWTIssuer        string `env:"AUTH_JWT_ISSUER" help:"required iss when set"`
+	JWTAudience      string `env:"AUTH_JWT_AUDIENCE" help:"required aud when set"`
+	UserClaim        string `env:"AUTH_USER_CLAIM" envDefault:"sub" help:"the claim that names the user"`
+
+	// PublicKeyPEM is the content of JWTPublicKeyFile, read and checked at load.
+	PublicKeyPEM []byte
+}
+
+// Enabled reports whether authentication is on.
+func (a Auth) Enabled() bool {
+	return a.JWTSecret != "" || a.JWTPublicKeyFile != "" || a.JWKSURL != ""
+}
+
+// minSecretLen is the shortest AUTH_JWT_SECRET accepted: HS256 with fewer than 32 bytes of key
+// is brute-forceable offline from any one token (RFC 7518 §3.2).
+const minSecretLen = 32
+
+func (a *Auth) validate() error {
+	var errs []error
+	if a.JWTSecret != "" && len(a.JWTSecret) < minSecretLen {
+		errs = append(errs, fmt.Errorf("AUTH_JWT_SECRET: must be at least %d bytes, got %d", minSecretLen, len(a.JWTSecret)))
+	}
+	if a.JWTPublicKeyFile != "" {
+		b, err := os.ReadFile(a.JWTPublicKeyFile)
+		if err == nil {
+			_, _, err = auth.ParsePublicKey(b)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("AUTH_JWT_PUBLIC_KEY_FILE: %s: %w", a.JWTPublicKeyFile, err))
+		} else {
+			a.PublicKeyPEM = b
+		}
+	}
+	if a.JWKSURL != "" {
+		if u, err := url.Parse(a.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("AUTH_JWKS_URL: %q is not an http(s) URL", a.JWKSURL))
+		}
+	}
+	if !a.Enabled() && (a.JWTIssuer != "" || a.JWTAudience != "") {
+		errs = append(errs, errors.New("AUTH_JWT_ISSUER, AUTH_JWT_AUDIENCE: need AUTH_JWT_SECRET, AUTH_JWT_PUBLIC_KEY_FILE or AUTH_JWKS_URL"))
+	}
+	if strings.TrimSpace(a.UserClaim) != a.UserClaim {
+		errs = append(errs, fmt.Errorf("AUTH_USER_CLAIM: %q has surrounding spaces", a.UserClaim))
+	}
+	return errors.Join(errs...)
+}
+
+// Options are the auth package's options for these settings; call only when Enabled.
+func (a Auth) Options() auth.Options {
+	return auth.Options{
+		Secret: []byte(a.JWTSecret), PublicKeyPEM: a.PublicKeyPEM, JWKSURL: a.JWKSURL,
+		Issuer: a.JWTIssuer, Audience: a.JWTAudience, UserClaim: a.UserClaim,
+	}
+}
+
 // Ticker is the ticker's configuration.
 type Ticker struct {
 	Redis
 	TickInterval time.Duration `env:"TICK_INTERVAL" envDefault:"1s" help:"time between ticks"`
 	ID           string        `env:"TICKER_ID" help:"the lease holder's id; default host name plus a random suffix"`
 	LeaseTTL     time.Duration `env:"LEASE_TTL" envDefault:"5s" help:"publishing lease TTL"`
+	AdminAddr    string        `env:"ADMIN_ADDR" help:"listener for /healthz and /metrics, e.g. 127.0.0.1:9091; empty: none"`
 	Log
 }
 
@@ -125,11 +191,9 @@ func LoadGateway(environ []string) (Gateway, error) {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		add(fmt.Errorf("GATEWAY_ADDR: %q is not host:port: %w", c.Addr, err))
 	}
-	if c.DebugAddr != "" {
-		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
-			add(fmt.Errorf("DEBUG_ADDR: %q is not host:port: %w", c.DebugAddr, err))
-		}
-	}
+	add(validAddr("DEBUG_ADDR", c.DebugAddr))
+	add(validAddr("ADMIN_ADDR", c.AdminAddr))
+	add(c.Auth.validate())
 	if c.FibMaxN < 0 || c.FibMaxN > 10_000_000 {
 		add(fmt.Errorf("FIB_MAX_N: %d is out of range 0..10000000", c.FibMaxN))
 	}
@@ -166,7 +230,7 @@ func LoadTicker(environ []string) (Ticker, error) {
 	if err := parse(&c, environ); err != nil {
 		return c, err
 	}
-	errs := []error{c.Redis.validate(true), c.Log.validate(), validInterval(c.TickInterval)}
+	errs := []error{c.Redis.validate(true), c.Log.validate(), validInterval(c.TickInterval), validAddr("ADMIN_ADDR", c.AdminAddr)}
 	if c.LeaseTTL < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("LEASE_TTL: must be at least 10ms, got %v", c.LeaseTTL))
 	}
@@ -174,6 +238,17 @@ func LoadTicker(environ []string) (Ticker, error) {
 		c.ID = DefaultID("tk")
 	}
 	return c, errors.Join(errs...)
+}
+
+// validAddr checks an optional listen address.
+func validAddr(name, addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%s: %q is not host:port: %w", name, addr, err)
+	}
+	return nil
 }
 
 func validInterval(d time.Duration) error {

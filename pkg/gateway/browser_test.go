@@ -95,62 +95,8 @@ func TestBrowser(t *testing.T) {
 	b := newBrowserGateway(t, "gw-b", 0)
 	lb.set(a.srv.Handler())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox, // tests run as root
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1000, 900),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	t.Cleanup(cancelAlloc)
-	// The browser lives as long as this context: no timeout on it (see chromedp.Run).
-	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
-		_ = chromedp.Cancel(bctx) // close the browser before the gateways drain
-		cancelBrowser()
-	})
-
-	var exceptions pageLog
-	if err := chromedp.Do(bctx); err != nil { // start the browser and open the tab
-		t.Fatalf("start chromium: %v", err)
-	}
-	console := chromedp.Console(bctx)
-	go func() {
-		for m, err := range console {
-			if err != nil {
-				return
-			}
-			if m.IsException() {
-				exceptions.add(m.String())
-			}
-		}
-	}()
-
-	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(bctx, steps...); err != nil {
-			t.Fatalf("%s: %v\n%s", what, err, pageState(bctx))
-		}
-	}
-	wait := func(what, expr string) {
-		t.Helper()
-		wctx, cancel := context.WithTimeout(bctx, browserWait)
-		defer cancel()
-		if err := chromedp.Do(wctx, chromedp.Poll[chromedp.Void](expr,
-			chromedp.WithPollingInterval(50*time.Millisecond),
-			chromedp.WithPollingTimeout(browserWait))); err != nil {
-			t.Fatalf("waiting for %s: %v\n%s", what, err, pageState(bctx))
-		}
-	}
+	br := startBrowser(t, chromium)
+	bctx, run, wait := br.ctx, br.run, br.wait
 	seq := func() int64 {
 		t.Helper()
 		s, err := chromedp.Run(bctx, chromedp.TextContent(chromedp.ID("seq")))
@@ -172,6 +118,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("connect")),
 	)
 	wait("a tick", `/^\d+$/.test(document.getElementById("seq").textContent)`)
+	wait("no token field without authentication", `document.getElementById("tokenrow").hidden`)
 	first := seq()
 	wait("a later tick", fmt.Sprintf("%s > %d", seqExpr, first))
 	wait("the welcome", `document.getElementById("gateway").textContent.includes("gw-test")`)
@@ -249,10 +196,88 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("the page reconnected after Disconnect: %d connections", n)
 	}
 
-	if e := exceptions.all(); len(e) > 0 {
-		t.Fatalf("uncaught exceptions in the page:\n%s", strings.Join(e, "\n"))
-	}
+	br.checkExceptions()
 	t.Logf("browser test took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// browser is a headless Chromium tab for one test, closed when the test ends (register it
+// after the gateways it talks to, so it quits before they drain).
+type browser struct {
+	t          *testing.T
+	ctx        context.Context
+	exceptions pageLog
+}
+
+func startBrowser(t *testing.T, chromium string) *browser {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox, // tests run as root
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1000, 900),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancelAlloc)
+	// The browser lives as long as this context: no timeout on it (see chromedp.Run).
+	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		_ = chromedp.Cancel(bctx) // close the browser before the gateways drain
+		cancelBrowser()
+	})
+
+	br := &browser{t: t, ctx: bctx}
+	if err := chromedp.Do(bctx); err != nil { // start the browser and open the tab
+		t.Fatalf("start chromium: %v", err)
+	}
+	console := chromedp.Console(bctx)
+	go func() {
+		for m, err := range console {
+			if err != nil {
+				return
+			}
+			if m.IsException() {
+				br.exceptions.add(m.String())
+			}
+		}
+	}()
+
+	return br
+}
+
+func (b *browser) run(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, steps...); err != nil {
+		b.t.Fatalf("%s: %v\n%s", what, err, pageState(b.ctx))
+	}
+}
+
+// wait polls the page until the JavaScript expression expr is true.
+func (b *browser) wait(what, expr string) {
+	b.t.Helper()
+	wctx, cancel := context.WithTimeout(b.ctx, browserWait)
+	defer cancel()
+	if err := chromedp.Do(wctx, chromedp.Poll[chromedp.Void](expr,
+		chromedp.WithPollingInterval(50*time.Millisecond),
+		chromedp.WithPollingTimeout(browserWait))); err != nil {
+		b.t.Fatalf("waiting for %s: %v\n%s", what, err, pageState(b.ctx))
+	}
+}
+
+// checkExceptions fails the test when the page threw.
+func (b *browser) checkExceptions() {
+	b.t.Helper()
+	if e := b.exceptions.all(); len(e) > 0 {
+		b.t.Fatalf("uncaught exceptions in the page:\n%s", strings.Join(e, "\n"))
+	}
 }
 
 // trackingListener remembers every accepted connection, so a test can drop them all, hijacked

@@ -24,6 +24,7 @@ const (
 	reasonRateLimit    = "rate_limit"    // kept sending 10 s after rate_limited
 	reasonTooBig       = "too_big"       // frame over READ_LIMIT (1009)
 	reasonPingTimeout  = "ping_timeout"  // no pong in time
+	reasonTokenExpired = "token_expired" // authentication on: exp passed without a refresh (4001)
 	reasonError        = "error"         // anything else (reset, protocol error)
 )
 
@@ -59,6 +60,11 @@ type conn struct {
 	ended  atomic.Bool            // the reader has returned: abandon pending work
 	reason atomic.Pointer[string] // first close reason wins
 	ping   *time.Timer
+
+	// Authentication on: the token's expiry and the timer that closes the connection with 4001
+	// then. exp is touched by the reader goroutine only; expiry's func runs on its own.
+	exp    time.Time
+	expiry *time.Timer
 
 	// Touched by the reader goroutine only.
 	limiter      *rate.Limiter // created on the first request: idle sockets don't pay for it

@@ -176,11 +176,18 @@ func TestInvalidUser400(t *testing.T) {
 
 func TestOrigin(t *testing.T) {
 	g := startGateway(t, Options{AllowedOrigins: []string{"*.trusted.example"}}, 0)
+	checkOrigins(t, g, http.Header{})
+}
+
+// checkOrigins dials g from each origin of the ALLOWED_ORIGINS=*.trusted.example table with the
+// given headers (a token, with authentication on) and checks the status.
+func checkOrigins(t *testing.T, g *testGateway, base http.Header) {
+	t.Helper()
 	host := strings.TrimPrefix(g.http.URL, "http://")
 	try := func(origin string) int {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		h := http.Header{}
+		h := base.Clone()
 		if origin != "" {
 			h.Set("Origin", origin)
 		}

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
@@ -12,16 +14,62 @@ import (
 //go:embed web/index.html
 var indexHTML []byte
 
-// Handler returns the whole HTTP surface of the gateway.
+// authMeta is the page's marker of whether the gateway wants a token: pageFor renders it
+// "bearer" when authentication is on, and the page then shows its token field and sends the
+// token in the wsgw.bearer subprotocol.
+const authMeta = `<meta name="wsgw-auth" content="off">`
+
+// pageFor returns the page to serve: the embedded file, with the auth marker on when asked.
+func pageFor(authOn bool) []byte {
+	if !authOn {
+		return indexHTML
+	}
+	return bytes.Replace(indexHTML, []byte(authMeta), []byte(`<meta name="wsgw-auth" content="bearer">`), 1)
+}
+
+// Handler returns the whole HTTP surface of the gateway on one port, as without ADMIN_ADDR:
+// the public routes plus /users and /metrics.
 func (s *Server) Handler() http.Handler {
+	mux := s.publicMux()
+	s.operatorRoutes(mux)
+	return mux
+}
+
+// PublicHandler is the surface of GATEWAY_ADDR when ADMIN_ADDR is set: /ws, the page and the
+// health checks only.
+func (s *Server) PublicHandler() http.Handler { return s.publicMux() }
+
+// AdminHandler is the surface of ADMIN_ADDR: /users, /metrics, /debug/pprof/ and /healthz.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	s.operatorRoutes(mux)
+	mux.HandleFunc("GET /healthz", s.handleHealthz)
+	pprofRoutes(mux)
+	return mux
+}
+
+func (s *Server) publicMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws", s.handleWS)
 	mux.HandleFunc("GET /{$}", s.handleIndex)
 	mux.HandleFunc("GET /healthz", s.handleHealthz)
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
+	return mux
+}
+
+// operatorRoutes are the routes meant for operators, not clients.
+func (s *Server) operatorRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /users", s.handleUsers)
 	mux.Handle("GET /metrics", s.m.Handler())
-	return mux
+}
+
+// pprofRoutes adds net/http/pprof, for the admin and debug listeners only.
+func pprofRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 func (s *Server) handleIndex(w http.ResponseWriter, r *http.Request) {
@@ -29,7 +77,7 @@ func (s *Server) handleIndex(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-	_, _ = w.Write(indexHTML)
+	_, _ = w.Write(s.page)
 }
 
 // handleHealthz answers 200 while the process runs.

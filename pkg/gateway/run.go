@@ -8,10 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"time"
 
 	"github.com/wsgw/wsgw/pkg/admission"
+	"github.com/wsgw/wsgw/pkg/auth"
 	"github.com/wsgw/wsgw/pkg/broker"
 	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/metrics"
@@ -27,8 +27,10 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	if len(args) > 0 {
 		switch args[0] {
 		case "-h", "-help", "--help", "help":
-			config.Usage(stdout, "gateway [healthcheck]", &config.Gateway{})
+			config.Usage(stdout, "gateway [healthcheck | token -user NAME [-ttl 1h]]", &config.Gateway{})
 			return nil
+		case "token":
+			return printToken(args[1:], environ, stdout, stderr)
 		case "healthcheck":
 			cfg, err := config.LoadGateway(environ)
 			if err != nil {
@@ -75,19 +77,42 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	}
 	defer closeR()
 
+	opts := Options{
+		ID: cfg.ID, MaxN: cfg.FibMaxN, Rate: cfg.FibRate, Burst: cfg.FibBurst,
+		ReadLimit: cfg.ReadLimit, AllowedOrigins: cfg.AllowedOrigins,
+		Admission: admission.Options{MaxConnections: cfg.MaxConnections, MaxPerIP: cfg.MaxPerIP, TrustedProxies: cfg.TrustedProxies},
+	}
+	if cfg.Auth.Enabled() {
+		ao := cfg.Auth.Options()
+		ao.Logger = log
+		v, err := auth.New(ao)
+		if err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		defer v.Close()
+		opts.Auth, opts.AuthLeeway = v, auth.DefaultLeeway
+		log.Info("authentication on", "hmac", ao.Secret != nil, "public_key", cfg.Auth.JWTPublicKeyFile, "jwks", cfg.Auth.JWKSURL)
+	}
+	srv := NewServer(log, m, b, store, opts)
+	public := srv.Handler()
+	if cfg.AdminAddr != "" {
+		public = srv.PublicHandler()
+		stopAdmin, err := serveSide("ADMIN_ADDR", cfg.AdminAddr, srv.AdminHandler(), log)
+		if err != nil {
+			return err
+		}
+		defer stopAdmin()
+	}
 	if cfg.DebugAddr != "" {
-		stopDebug, err := serveDebug(cfg.DebugAddr, log)
+		mux := http.NewServeMux()
+		pprofRoutes(mux)
+		stopDebug, err := serveSide("DEBUG_ADDR", cfg.DebugAddr, mux, log)
 		if err != nil {
 			return err
 		}
 		defer stopDebug()
 	}
 
-	srv := NewServer(log, m, b, store, Options{
-		ID: cfg.ID, MaxN: cfg.FibMaxN, Rate: cfg.FibRate, Burst: cfg.FibBurst,
-		ReadLimit: cfg.ReadLimit, AllowedOrigins: cfg.AllowedOrigins,
-		Admission: admission.Options{MaxConnections: cfg.MaxConnections, MaxPerIP: cfg.MaxPerIP, TrustedProxies: cfg.TrustedProxies},
-	})
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -99,7 +124,7 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		tickerDone <- nil
 	}
 
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	hs := &http.Server{Handler: public, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	mode := "standalone"
@@ -158,21 +183,15 @@ func healthcheck(ctx context.Context, addr string) error {
 	return nil
 }
 
-// serveDebug serves net/http/pprof on its own listener, opt-in through DEBUG_ADDR: profiles
-// are never exposed on the public port.
-func serveDebug(addr string, log *slog.Logger) (stop func(), err error) {
+// serveSide serves h on its own listener at addr (ADMIN_ADDR, DEBUG_ADDR): operator routes are
+// never exposed on the public port when one is set.
+func serveSide(name, addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("gateway: listen on DEBUG_ADDR %s: %w", addr, err)
+		return nil, fmt.Errorf("gateway: listen on %s %s: %w", name, addr, err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	log.Info("debug listener", "addr", ln.Addr().String())
+	log.Info("side listener", "var", name, "addr", ln.Addr().String())
 	return func() { _ = srv.Close() }, nil
 }

@@ -3,9 +3,11 @@
 // bounded worker pool, records presence, and drains cleanly.
 //
 // It sees only the broker.Broker and presence.Store interfaces: standalone and cluster mode
-// differ solely in what Run passes to NewServer.
+// differ solely in what Run passes to NewServer. Authentication is the optional auth.Verifier in
+// Options (auth.go): nil keeps every v1 behaviour.
 //
-// Entry points: Run (the program), NewServer, Server.Handler, Server.Start, Server.Drain.
+// Entry points: Run (the program), NewServer, Server.Handler (or PublicHandler and
+// AdminHandler with ADMIN_ADDR), Server.Start, Server.Drain.
 package gateway
 
 import (
@@ -24,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wsgw/wsgw/pkg/admission"
+	"github.com/wsgw/wsgw/pkg/auth"
 	"github.com/wsgw/wsgw/pkg/broker"
 	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/fib"
@@ -58,6 +61,11 @@ type Options struct {
 	CanaryInterval time.Duration // between the gateway's own readiness checks of the broker. Defaults to 2s.
 
 	Admission admission.Options // MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, TRUSTED_PROXIES; zero: their defaults
+	// Auth checks every upgrade's token and every refresh; nil means authentication off (v1).
+	Auth auth.Verifier
+	// AuthLeeway is the verifier's clock-skew leeway: a connection is closed with 4001 when
+	// its token's exp plus this has passed. Zero: at exp.
+	AuthLeeway time.Duration
 }
 
 func (o *Options) defaults() {
@@ -112,6 +120,8 @@ type Server struct {
 	// path counts one frame per socket per tick.
 	framesOut map[string]prometheus.Counter
 
+	page []byte // GET /: index.html with its auth marker set
+
 	ctx    context.Context // the server's lifetime: the broker subscription and the pool
 	cancel context.CancelFunc
 
@@ -128,9 +138,10 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 		opts: opts, log: log.With("component", "gateway"), m: m, broker: b, store: store,
 		hub: hub.New(m), ctx: ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
+		page:  pageFor(opts.Auth != nil),
 	}
 	s.framesOut = make(map[string]prometheus.Counter)
-	for _, typ := range []string{protocol.TypeWelcome, protocol.TypeTime, protocol.TypeFib, protocol.TypeError} {
+	for _, typ := range []string{protocol.TypeWelcome, protocol.TypeTime, protocol.TypeFib, protocol.TypeError, protocol.TypeRefreshed} {
 		s.framesOut[typ] = m.FramesOut.WithLabelValues(typ)
 	}
 	s.adm = admission.New(opts.Admission)

@@ -40,7 +40,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	user := r.URL.Query().Get("user")
+	query := r.URL.Query().Get("user")
+	user := query
 	if user == "" {
 		user = protocol.GuestPrefix + config.RandomHex(3)
 	} else if err := protocol.ValidateUser(user); err != nil {
@@ -48,8 +49,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	claims, ok := s.authenticate(w, r, query) // authentication on: 401/403 here, the user is the token's
+	if !ok {
+		return
+	}
+	if claims.User != "" {
+		user = claims.User
+	}
 	hw := &hijackWriter{ResponseWriter: w}
-	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{OriginPatterns: s.opts.AllowedOrigins})
+	ws, err := websocket.Accept(hw, r, s.acceptOptions())
 	if err != nil {
 		// Accept has already answered (403 for a foreign origin, 426 for a non-upgrade).
 		label := "handshake"
@@ -71,6 +79,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		start:      time.Now(),
 		remoteAddr: r.RemoteAddr,
 		ticket:     ticket,
+		exp:        claims.Expiry,
 	}
 	upgraded = true
 	go s.serve(c)
@@ -86,7 +95,7 @@ func (s *Server) serve(c *conn) {
 	if joined {
 		s.store.Join(protocol.User{ConnID: c.id, User: c.user, Gateway: s.opts.ID, ConnectedAt: c.start.UTC().Truncate(time.Millisecond)})
 	}
-	if err := c.write(protocol.EncodeWelcome(c.id, c.user, s.opts.ID, s.opts.MaxN), s.opts.WriteTimeout); err != nil {
+	if err := c.write(protocol.EncodeWelcome(c.id, c.user, s.opts.ID, s.opts.MaxN, c.expUnix()), s.opts.WriteTimeout); err != nil {
 		_ = c.ws.CloseNow()
 		if joined {
 			s.store.Leave(c.id, protocol.ReasonClosed)
@@ -105,11 +114,13 @@ func (s *Server) serve(c *conn) {
 	s.m.Connects.Inc()
 	s.m.ConnectionsOpen.Inc()
 	c.schedulePing()
+	c.armExpiry()
 	s.log.Info("connect", "conn", c.id, "user", c.user, "remote", c.remoteAddr)
 
 	err := s.readLoop(c)
 
 	c.ping.Stop()
+	c.stopExpiry()
 	removeFromHub()
 	c.ended.Store(true)
 	c.stopSending()
@@ -177,6 +188,10 @@ func (s *Server) handleFrame(c *conn, typ websocket.MessageType, data []byte) {
 		s.m.FramesIn.WithLabelValues("invalid").Inc()
 		s.m.FibResults.WithLabelValues(perr.Code).Inc()
 		c.send(protocol.EncodeError(perr.ID, perr.Code, perr.Message), protocol.TypeError)
+		return
+	}
+	if req.Type == protocol.TypeRefresh {
+		s.refresh(c, req)
 		return
 	}
 	s.m.FramesIn.WithLabelValues(protocol.TypeFib).Inc()

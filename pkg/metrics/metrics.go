@@ -20,17 +20,17 @@ type Metrics struct {
 	// Connections.
 	ConnectionsOpen prometheus.Gauge
 	Connects        prometheus.Counter
-	Disconnects     *prometheus.CounterVec // reason: closed, drained, slow_consumer, rate_limit, too_big, ping_timeout, error
-	Rejected        *prometheus.CounterVec // reason: bad_user, origin, handshake, draining, full, per_ip
+	Disconnects     *prometheus.CounterVec // reason: closed, drained, slow_consumer, rate_limit, too_big, ping_timeout, token_expired, error
+	Rejected        *prometheus.CounterVec // reason: bad_user, unauthorized, forbidden_user, origin, handshake, draining, full, per_ip
 	ConnectionsMax  prometheus.Gauge       // MAX_CONNECTIONS as resolved at start
 	AcceptErrors    *prometheus.CounterVec // class: emfile, enfile, other
-	FramesIn        *prometheus.CounterVec // type: fib, invalid
-	FramesOut       *prometheus.CounterVec // type: welcome, time, fib, error
+	FramesIn        *prometheus.CounterVec // type: fib, refresh, invalid
+	FramesOut       *prometheus.CounterVec // type: welcome, time, fib, error, refreshed
 	SlowConsumers   prometheus.Counter
 
 	// Fibonacci.
 	FibDuration prometheus.Histogram
-	FibResults  *prometheus.CounterVec // outcome: ok, invalid_n, bad_request, rate_limited, busy, abandoned
+	FibResults  *prometheus.CounterVec // outcome: ok, invalid_n, bad_request, rate_limited, busy, bad_token, abandoned
 
 	// Ticks.
 	TickFanout       prometheus.Histogram

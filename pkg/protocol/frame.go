@@ -14,6 +14,7 @@ type Frame struct {
 	User    string `json:"user,omitempty"`
 	Gateway string `json:"gateway,omitempty"`
 	MaxN    int    `json:"max_n,omitempty"`
+	Exp     int64  `json:"exp,omitempty"`
 	Seq     int64  `json:"seq,omitempty"`
 	Time    string `json:"time,omitempty"`
 	ID      string `json:"id,omitempty"`

@@ -3,8 +3,9 @@
 // It does no I/O. Gateway, ticker, client, tests and load tools all import it, so nobody builds
 // JSON by hand elsewhere.
 //
-// Entry points: ParseRequest (client → server), EncodeWelcome, TimeFrame, EncodeFib, EncodeError
-// (server → client), Decode (any server frame, for clients), ValidateUser.
+// Entry points: ParseRequest (client → server), EncodeWelcome, TimeFrame, EncodeFib, EncodeError,
+// EncodeRefreshed (server → client), EncodeRefresh (client → server, for clients), Decode (any
+// server frame, for clients), ValidateUser.
 package protocol
 
 import (
@@ -22,6 +23,11 @@ const (
 	TypeTime    = "time"
 	TypeFib     = "fib"
 	TypeError   = "error"
+
+	// TypeRefresh (client → server) carries a new token; TypeRefreshed answers it. Both exist
+	// only with authentication on.
+	TypeRefresh   = "refresh"
+	TypeRefreshed = "refreshed"
 )
 
 // Error codes carried by error frames.
@@ -30,6 +36,7 @@ const (
 	CodeInvalidN    = "invalid_n"
 	CodeRateLimited = "rate_limited"
 	CodeBusy        = "busy"
+	CodeBadToken    = "bad_token" // a refresh whose token is invalid, expired or for another user
 )
 
 // Close codes used by the gateway, as numbers so this package stays free of a WebSocket library.
@@ -38,7 +45,11 @@ const (
 	CloseGoingAway     = 1001 // drain; reason is RetryReason
 	ClosePolicy        = 1008 // rate-limit abuse or slow consumer
 	CloseMessageTooBig = 1009
+	CloseTokenExpired  = 4001 // authentication on: exp passed without a refresh
 )
+
+// TokenExpiredReason is the reason of a CloseTokenExpired close.
+const TokenExpiredReason = "token expired"
 
 // Defaults shared by the server and its clients.
 const (
@@ -56,6 +67,19 @@ type Welcome struct {
 	User    string `json:"user"`
 	Gateway string `json:"gateway"`
 	MaxN    int    `json:"max_n"`
+	Exp     int64  `json:"exp,omitempty"` // the token's expiry, Unix seconds; authentication on only
+}
+
+// Refreshed answers a valid refresh with the connection's new expiry, Unix seconds.
+type Refreshed struct {
+	Type string `json:"type"`
+	Exp  int64  `json:"exp"`
+}
+
+// Refresh is the client's request to extend its connection with a new token.
+type Refresh struct {
+	Type  string `json:"type"`
+	Token string `json:"token"`
 }
 
 // Time is the tick frame. Seq is the tick's instant in Unix milliseconds divided by the tick
@@ -85,9 +109,20 @@ type Error struct {
 // Error makes *Error usable as a Go error (for ParseRequest's callers).
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
-// EncodeWelcome encodes a welcome frame.
-func EncodeWelcome(connID, user, gateway string, maxN int) []byte {
-	return mustMarshal(Welcome{Type: TypeWelcome, ConnID: connID, User: user, Gateway: gateway, MaxN: maxN})
+// EncodeWelcome encodes a welcome frame. exp is the token's expiry in Unix seconds, omitted
+// when 0 (authentication off).
+func EncodeWelcome(connID, user, gateway string, maxN int, exp int64) []byte {
+	return mustMarshal(Welcome{Type: TypeWelcome, ConnID: connID, User: user, Gateway: gateway, MaxN: maxN, Exp: exp})
+}
+
+// EncodeRefreshed encodes the answer to a valid refresh.
+func EncodeRefreshed(exp int64) []byte {
+	return mustMarshal(Refreshed{Type: TypeRefreshed, Exp: exp})
+}
+
+// EncodeRefresh encodes a client's refresh request carrying token.
+func EncodeRefresh(token string) []byte {
+	return mustMarshal(Refresh{Type: TypeRefresh, Token: token})
 }
 
 // EncodeError encodes an error frame; id is omitted when empty.

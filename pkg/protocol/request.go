@@ -9,17 +9,25 @@ import (
 	"strings"
 )
 
-// Request is a parsed Fibonacci request.
+// Request is a parsed client request: a Fibonacci request (Type TypeFib, N) or a token refresh
+// (Type TypeRefresh, Token).
 type Request struct {
-	ID string // echoed in the answer; empty when the request had none
-	N  int
+	Type  string // TypeFib or TypeRefresh
+	ID    string // echoed in the answer; empty when the request had none
+	N     int
+	Token string // the new token of a refresh; never empty then
 }
+
+// MaxTokenLen bounds a token, in a refresh frame or an upgrade request. Real JWTs are well under
+// 2 KiB; the bound keeps a made-up one from costing a signature check on kilobytes.
+const MaxTokenLen = 8192
 
 // ParseRequest parses one client frame. binary tells whether it arrived as a binary frame.
 // On failure it returns the error frame to send (its ID set whenever the request carried a
 // valid one); the connection stays open either way.
 //
-// Accepted forms: {"type":"fib","n":10,"id":"r1"}, plain "10" and "fib 10".
+// Accepted forms: {"type":"fib","n":10,"id":"r1"}, plain "10" and "fib 10", and
+// {"type":"refresh","token":"…"} (a refresh without a usable token is a bad_token error).
 func ParseRequest(data []byte, binary bool, maxN int) (Request, *Error) {
 	if binary {
 		return Request{}, newError("", CodeBadRequest, "binary frames are not supported; send text")
@@ -54,9 +62,10 @@ func looksScalar(s string) bool {
 
 func parseJSON(text []byte, maxN int) (Request, *Error) {
 	var msg struct {
-		Type *string         `json:"type"`
-		ID   json.RawMessage `json:"id"`
-		N    json.RawMessage `json:"n"`
+		Type  *string         `json:"type"`
+		ID    json.RawMessage `json:"id"`
+		N     json.RawMessage `json:"n"`
+		Token json.RawMessage `json:"token"`
 	}
 	if err := json.Unmarshal(text, &msg); err != nil {
 		return Request{}, newError("", CodeBadRequest, "malformed JSON: "+jsonErr(err))
@@ -73,10 +82,26 @@ func parseJSON(text []byte, maxN int) (Request, *Error) {
 	if msg.Type == nil {
 		return Request{}, newError(id, CodeBadRequest, `missing "type"`)
 	}
-	if *msg.Type != TypeFib {
-		return Request{}, newError(id, CodeBadRequest, fmt.Sprintf("unknown type %q", truncate(*msg.Type, 32)))
+	switch *msg.Type {
+	case TypeFib:
+		return parseN(string(msg.N), id, maxN)
+	case TypeRefresh:
+		return parseRefresh(msg.Token, id)
 	}
-	return parseN(string(msg.N), id, maxN)
+	return Request{}, newError(id, CodeBadRequest, fmt.Sprintf("unknown type %q", truncate(*msg.Type, 32)))
+}
+
+// parseRefresh accepts a token that is a non-empty JSON string of at most MaxTokenLen bytes.
+// Whether it is a valid token is for the gateway's verifier to say.
+func parseRefresh(raw json.RawMessage, id string) (Request, *Error) {
+	var token string
+	if len(raw) == 0 || json.Unmarshal(raw, &token) != nil || strings.TrimSpace(token) == "" {
+		return Request{}, newError(id, CodeBadToken, `refresh needs "token": a JWT as a string`)
+	}
+	if len(token) > MaxTokenLen {
+		return Request{}, newError(id, CodeBadToken, fmt.Sprintf("token must be at most %d bytes", MaxTokenLen))
+	}
+	return Request{Type: TypeRefresh, ID: id, Token: token}, nil
 }
 
 // parseN accepts a JSON number (the raw token s) whose value is a whole number in [0, maxN]:
@@ -92,13 +117,13 @@ func parseN(s, id string, maxN int) (Request, *Error) {
 		if v < 0 || v > int64(maxN) {
 			return bad()
 		}
-		return Request{ID: id, N: int(v)}, nil
+		return Request{Type: TypeFib, ID: id, N: int(v)}, nil
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsInf(f, 0) || f != math.Trunc(f) || f < 0 || f > float64(maxN) {
 		return bad()
 	}
-	return Request{ID: id, N: int(f)}, nil
+	return Request{Type: TypeFib, ID: id, N: int(f)}, nil
 }
 
 // isJSONNumber reports whether s is exactly one JSON number token (RFC 8259 grammar:

@@ -69,6 +69,43 @@ func TestParseRequest(t *testing.T) {
 	}
 }
 
+func TestParseRefresh(t *testing.T) {
+	req, perr := ParseRequest([]byte(`{"type":"refresh","token":"a.b.c"}`), false, DefaultMaxN)
+	if perr != nil || req.Type != TypeRefresh || req.Token != "a.b.c" {
+		t.Fatalf("refresh = %+v, %v", req, perr)
+	}
+	req, perr = ParseRequest(EncodeRefresh("x.y.z"), false, DefaultMaxN)
+	if perr != nil || req.Token != "x.y.z" {
+		t.Fatalf("EncodeRefresh round trip = %+v, %v", req, perr)
+	}
+	for _, in := range []string{
+		`{"type":"refresh","id":"r"}`, `{"type":"refresh","token":"","id":"r"}`, `{"type":"refresh","token":5,"id":"r"}`,
+		`{"type":"refresh","token":null,"id":"r"}`, `{"type":"refresh","token":"` + strings.Repeat("t", MaxTokenLen+1) + `","id":"r"}`,
+	} {
+		_, perr := ParseRequest([]byte(in), false, DefaultMaxN)
+		if perr == nil || perr.Code != CodeBadToken || perr.ID != "r" {
+			t.Errorf("ParseRequest(%.60q) = %+v; want bad_token with id r", in, perr)
+		}
+	}
+	if req, perr := ParseRequest([]byte(`10`), false, DefaultMaxN); perr != nil || req.Type != TypeFib {
+		t.Fatalf("plain fib = %+v, %v", req, perr)
+	}
+}
+
+func TestWelcomeExp(t *testing.T) {
+	if b := EncodeWelcome("c-1", "ana", "gw", 10, 0); strings.Contains(string(b), "exp") {
+		t.Fatalf("exp not omitted with authentication off: %s", b)
+	}
+	f, err := Decode(EncodeWelcome("c-1", "ana", "gw", 10, 1795336200))
+	if err != nil || f.Exp != 1795336200 || f.User != "ana" {
+		t.Fatalf("welcome = %+v, %v", f, err)
+	}
+	f, err = Decode(EncodeRefreshed(1795336300))
+	if err != nil || f.Type != TypeRefreshed || f.Exp != 1795336300 {
+		t.Fatalf("refreshed = %+v, %v", f, err)
+	}
+}
+
 func TestEncodeFibIsJSON(t *testing.T) {
 	b := EncodeFib(`we"ird\id`, 10, "55")
 	f, err := Decode(b)
@@ -143,12 +180,14 @@ func FuzzParseRequest(f *testing.F) {
 		`10.5`, `-1`, `"10"`, ``, `{`, `[]`, `{"type":"x"}`, `fib x`, `{"type":"fib","n":10,"id":"` + strings.Repeat("y", 70) + `"}`} {
 		f.Add([]byte(s), false)
 	}
+	f.Add([]byte(`{"type":"refresh","token":"a.b.c"}`), false)
+	f.Add([]byte(`{"type":"refresh","token":5,"id":"r"}`), false)
 	f.Add([]byte{0xff, 0x00}, true)
 	f.Fuzz(func(t *testing.T, data []byte, binary bool) {
 		req, perr := ParseRequest(data, binary, 1000)
 		if perr != nil {
 			switch perr.Code {
-			case CodeBadRequest, CodeInvalidN:
+			case CodeBadRequest, CodeInvalidN, CodeBadToken:
 			default:
 				t.Fatalf("unexpected code %q", perr.Code)
 			}
@@ -161,7 +200,13 @@ func FuzzParseRequest(f *testing.F) {
 			}
 			return
 		}
-		if binary || req.N < 0 || req.N > 1000 || len(req.ID) > MaxIDLen {
+		if req.Type == TypeRefresh {
+			if binary || req.Token == "" || len(req.Token) > MaxTokenLen || len(req.ID) > MaxIDLen {
+				t.Fatalf("accepted refresh %q (binary=%v) as %+v", data, binary, req)
+			}
+			return
+		}
+		if binary || req.Type != TypeFib || req.N < 0 || req.N > 1000 || len(req.ID) > MaxIDLen {
 			t.Fatalf("accepted %q (binary=%v) as %+v", data, binary, req)
 		}
 		if !json.Valid(EncodeFib(req.ID, req.N, "1")) {

@@ -80,7 +80,7 @@ func (g *fakeGateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		return c.Write(wctx, websocket.MessageText, b)
 	}
-	if write(protocol.EncodeWelcome(fmt.Sprintf("c-%d", i), user, "gw-test", protocol.DefaultMaxN)) != nil {
+	if write(protocol.EncodeWelcome(fmt.Sprintf("c-%d", i), user, "gw-test", protocol.DefaultMaxN, 0)) != nil {
 		return
 	}
 	seq := protocol.TickSeq(time.Now(), g.tick)

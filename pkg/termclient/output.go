@@ -46,7 +46,12 @@ func (p *printer) write(w io.Writer, s string) {
 func formatFrame(f protocol.Frame, raw []byte) string {
 	switch f.Type {
 	case protocol.TypeWelcome:
+		if f.Exp > 0 {
+			return fmt.Sprintf("connected to %s as %s (conn %s), token expires %s", f.Gateway, f.User, f.ConnID, time.Unix(f.Exp, 0).Local().Format(time.TimeOnly))
+		}
 		return fmt.Sprintf("connected to %s as %s (conn %s)", f.Gateway, f.User, f.ConnID)
+	case protocol.TypeRefreshed:
+		return "token refreshed, expires " + time.Unix(f.Exp, 0).Local().Format(time.TimeOnly)
 	case protocol.TypeTime:
 		t, err := protocol.ParseTickTime(f.Time)
 		if err != nil {

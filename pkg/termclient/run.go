@@ -24,8 +24,12 @@ const DefaultURL = "ws://localhost:8080/ws"
 // Run runs the client until standard input ends (after waiting up to 2 s for answers to
 // requests already sent), ctx is canceled, or the server ends the session for good (1000, 1008,
 // 1009, an HTTP 4xx on the handshake, or a first connection that fails). args are the
-// command-line arguments without the program name: -url and -user. `-h` prints the usage to
-// stderr and returns nil.
+// command-line arguments without the program name: -url, -user, -token and -token-cmd. `-h`
+// prints the usage to stderr and returns nil.
+//
+// With a token, a 4001 (the token expired) ends the session with a message saying so, unless
+// -token-cmd can get a new one: then the client renews the token in-band before it expires
+// (refresh) and, should it expire anyway, reconnects with a fresh one.
 //
 // When stdin and stdout are both terminals, Run puts the terminal in raw mode (restored before
 // it returns) and edits the input line itself, so a tick arriving while a line is being typed
@@ -37,8 +41,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.SetOutput(stderr)
 	rawURL := fs.String("url", DefaultURL, "gateway WebSocket `URL`")
 	user := fs.String("user", "", "display `name` (letters, digits, _ . -); empty: the gateway assigns a guest name, kept across reconnects")
+	token := fs.String("token", "", "bearer `JWT` for a gateway with authentication on, sent as Authorization: Bearer (default $WSGW_TOKEN)")
+	tokenCmd := fs.String("token-cmd", "", "shell `command` printing a fresh token, run for the first token when -token is empty and to refresh it before it expires,\ne.g. \"gateway token -user ana\"")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: client [-url %s] [-user NAME]\n\n", DefaultURL)
+		fmt.Fprintf(fs.Output(), "usage: client [-url %s] [-user NAME] [-token JWT | -token-cmd COMMAND]\n\n", DefaultURL)
 		fmt.Fprintln(fs.Output(), "Prints every frame the gateway sends and sends each line typed (10 asks for F(10)).")
 		fmt.Fprintln(fs.Output(), "quit, exit, Ctrl-D or Ctrl-C end it.")
 		fmt.Fprintln(fs.Output())
@@ -69,6 +75,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	defer restore()
 
 	s := newSession(u, *user, out, next)
+	s.tokens = &tokens{token: *token, cmd: *tokenCmd}
+	if *token == "" && *tokenCmd != "" {
+		if _, err := s.tokens.fetch(ctx); err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+	}
 	go s.input(ctx)
 	if err := s.loop(ctx); err != nil {
 		return fmt.Errorf("client: %w", err)

@@ -41,9 +41,10 @@ const (
 // "is there a connection, else queue" atomic with the write, so queued lines are flushed before
 // any line typed after them.
 type session struct {
-	url  *url.URL
-	out  *printer
-	next func() (string, error) // reads one typed line; io.EOF ends the input
+	url    *url.URL
+	tokens *tokens // never nil after Run; an empty token means authentication off
+	out    *printer
+	next   func() (string, error) // reads one typed line; io.EOF ends the input
 
 	inputDone chan struct{} // closed when the input ended (EOF, Ctrl-C/Ctrl-D, quit)
 	answered  chan struct{} // signalled (cap 1) when pending drops to zero
@@ -99,6 +100,17 @@ func (s *session) loop(ctx context.Context) error {
 			return nil
 		}
 		ci := classify(readErr)
+		if ci.code == protocol.CloseTokenExpired {
+			if s.tokens.cmd == "" {
+				return errors.New("the token expired (4001): start again with a new token, or give -token-cmd to renew it automatically")
+			}
+			if _, err := s.tokens.fetch(ctx); err != nil {
+				return fmt.Errorf("the token expired (4001) and no new one came: %w", err)
+			}
+			s.out.Statusf("the token expired (4001); reconnecting with a new one")
+			wait = 0
+			continue
+		}
 		if !ci.reconnect() {
 			return fmt.Errorf("server closed the connection (%s)", ci)
 		}
@@ -170,7 +182,11 @@ func (s *session) dial(ctx context.Context) (*websocket.Conn, error) {
 
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	conn, resp, err := websocket.Dial(dctx, u.String(), nil)
+	var opts *websocket.DialOptions
+	if s.tokens != nil {
+		opts = &websocket.DialOptions{HTTPHeader: s.tokens.header()}
+	}
+	conn, resp, err := websocket.Dial(dctx, u.String(), opts)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			body, _ := io.ReadAll(resp.Body) // coder/websocket kept up to 1 KiB of it
@@ -195,6 +211,9 @@ func (s *session) serve(ctx context.Context, conn *websocket.Conn) (readErr erro
 
 	s.attach(ctx, conn)
 	defer s.detach()
+	if s.tokens != nil {
+		defer s.tokens.stop()
+	}
 
 	inputDone := s.inputDone
 	var drain <-chan time.Time
@@ -285,6 +304,9 @@ func (s *session) read(ctx context.Context, conn *websocket.Conn) error {
 				s.user = f.User // a guest keeps its assigned name across reconnects
 			}
 			s.mu.Unlock()
+		}
+		if (f.Type == protocol.TypeWelcome || f.Type == protocol.TypeRefreshed) && s.tokens != nil {
+			s.tokens.schedule(ctx, conn, f.Exp, s.out)
 		}
 		s.out.Line(formatFrame(f, data))
 		if f.Type == protocol.TypeFib || f.Type == protocol.TypeError {
