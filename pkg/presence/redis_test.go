@@ -19,6 +19,7 @@ import (
 	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/protocol"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -367,3 +368,7 @@ func TestRedisCloseBoundedByContext(t *testing.T) {
 		t.Fatalf("Close took %v", d)
 	}
 }
+
+func heartbeatKey(prefix, id string) string { return rediskey.New(prefix).Heartbeat(id) }
+
+func indexKey(prefix, id string) string { return rediskey.New(prefix).GatewayConns(id) }

@@ -73,6 +73,9 @@ const (
 	ReasonClosed      = "closed"
 	ReasonDrained     = "drained"
 	ReasonGatewayLost = "gateway_lost"
+	// ReasonRejoined is the reason of a join that writes back a connection swept while its
+	// gateway was alive (its Redis link was down longer than PRESENCE_TTL).
+	ReasonRejoined = "rejoined"
 )
 
 // PresenceEvent is one message on the presence events channel.
