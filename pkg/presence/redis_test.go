@@ -43,6 +43,9 @@ func TestRedisContract(t *testing.T) {
 	runContract(t, func(t *testing.T) (Store, string) {
 		return newTestStore(t, srv.Client(), testkit.Prefix(t), "gw-a", time.Second, nil), "gw-a"
 	})
+	runPageContract(t, func(t *testing.T) (Store, string) {
+		return newTestStore(t, srv.Client(), testkit.Prefix(t), "gw-p", time.Second, nil), "gw-p"
+	})
 }
 
 // events records the presence events published on a prefix's channel.

@@ -178,7 +178,11 @@ func (r *Redis) ttlMS() string { return strconv.FormatInt(r.ttl.Milliseconds(), 
 // heartbeat refreshes the heartbeat (and its copy in every shard) and reports whether any was
 // missing.
 func (r *Redis) heartbeat(ctx context.Context) (bool, error) {
-	return r.flushShards(ctx, make([][]any, len(r.shards)))
+	missing, err := r.flushShards(ctx, make([][]any, len(r.shards)))
+	if err != nil {
+		return false, fmt.Errorf("presence: heartbeat: %w", err)
+	}
+	return missing, nil
 }
 
 // flushShards runs flushScript on every shard with its changes (nil: the heartbeat only) and,
@@ -193,18 +197,18 @@ func (r *Redis) flushShards(ctx context.Context, per [][]any) (bool, error) {
 		args := append([]any{hb, r.ttlMS(), r.keys.Events(), r.id}, changes...)
 		m, err := flushScript.Run(ctx, r.client, r.shardKeys(i), args...).Int()
 		if err != nil {
-			return false, fmt.Errorf("presence: write shard %d: %w", i, err)
+			return false, fmt.Errorf("write shard %d: %w", i, err)
 		}
 		missing = missing || m == 1
 	}
 	if len(r.shards) > 1 {
 		old, err := r.client.SetArgs(ctx, r.keys.Heartbeat(r.id), hb, redisSetGet(r.ttl)).Result()
 		if err != nil && !isNil(err) {
-			return false, fmt.Errorf("presence: heartbeat: %w", err)
+			return false, fmt.Errorf("write heartbeat: %w", err)
 		}
 		missing = missing || old == ""
 		if err := r.client.SAdd(ctx, r.keys.Gateways(), r.id).Err(); err != nil {
-			return false, fmt.Errorf("presence: register gateway: %w", err)
+			return false, fmt.Errorf("register gateway: %w", err)
 		}
 	}
 	r.wrote()

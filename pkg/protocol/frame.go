@@ -59,10 +59,14 @@ type User struct {
 	ConnectedAt time.Time `json:"connected_at"`
 }
 
-// Users is the body of GET /users.
+// Users is the body of GET /users: one page of the online connections. Count is all of them
+// (HLEN), DistinctUsers how many different users that is; an empty NextCursor marks the last
+// page.
 type Users struct {
-	Count int    `json:"count"`
-	Users []User `json:"users"`
+	Count         int    `json:"count"`
+	DistinctUsers int    `json:"distinct_users"`
+	Users         []User `json:"users"`
+	NextCursor    string `json:"next_cursor"`
 }
 
 // Presence event types and leave reasons, published on the presence events channel.
