@@ -74,6 +74,10 @@ func TestRedisOutOfMemoryNoSweep(t *testing.T) {
 		return c.HLen(ctx, prefix+"presence").Val() == 90
 	})
 	t.Logf("exact %v after memory was freed", time.Since(freed))
+	waitTrue(t, 2*time.Second, "heartbeats back", func() bool {
+		return c.Exists(ctx, heartbeatKey(prefix, "gw-a"), heartbeatKey(prefix, "gw-b"), heartbeatKey(prefix, "gw-c")).Val() == 3
+	})
+	usersInStep(t, c, prefix)
 	for end := time.Now().Add(2 * ttl); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if n := c.HLen(ctx, prefix+"presence").Val(); n != 90 {
 			t.Fatalf("ws:presence has %d entries after recovery, want 90", n)
@@ -186,6 +190,7 @@ func TestRedisBlackholedLinkRejoins(t *testing.T) {
 		return c.HLen(ctx, prefix+"presence").Val() == n+1
 	})
 	t.Logf("rejoined %v after the link returned", time.Since(healed))
+	usersInStep(t, c, prefix)
 	evs := ev.wait(t, 1+3*n, 3*time.Second)
 	seq := alternating(t, evs)
 	for i := range n {
