@@ -13,20 +13,37 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 )
 
 // usersInStep checks that the users hash holds, for each user, exactly the number of fields of
 // the presence hash naming that user, every count above zero, and returns the presence hash.
 func usersInStep(t *testing.T, c redis.UniversalClient, prefix string) map[string]string {
 	t.Helper()
+	return usersInStepShards(t, c, prefix, 1)
+}
+
+// usersInStepShards is usersInStep over n shards: per shard, and the union.
+func usersInStepShards(t *testing.T, c redis.UniversalClient, prefix string, n int) map[string]string {
+	t.Helper()
 	ctx := context.Background()
-	conns, err := c.HGetAll(ctx, prefix+"presence").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	users, err := c.HGetAll(ctx, prefix+"users").Result()
-	if err != nil {
-		t.Fatal(err)
+	conns, users := make(map[string]string), make(map[string]string)
+	for _, s := range rediskey.New(prefix).Shards(n) {
+		cs, err := c.HGetAll(ctx, s.Presence()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		us, err := c.HGetAll(ctx, s.Users()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for u := range us {
+			if _, ok := users[u]; ok {
+				t.Fatalf("user %s counted in two shards", u)
+			}
+		}
+		maps.Copy(conns, cs)
+		maps.Copy(users, us)
 	}
 	want := make(map[string]string)
 	count := make(map[string]int)

@@ -51,7 +51,7 @@ func shardPrefix(prefix string, i, n int) string {
 		return prefix // no hash tag: Redis hashes the whole key
 	}
 	tag := prefix[open+1 : open+1+end]
-	lo, hi := i*16384/n, (i+1)*16384/n
+	lo, hi := i*16384/n+1, (i+1)*16384/n-1 // clear of the edges, where masters split
 	cand := tag + ":" + strconv.Itoa(i)
 	for j := 1; j < 100000; j++ {
 		if s := int(Slot(cand)); s >= lo && s < hi {
