@@ -11,6 +11,7 @@ package presence
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
@@ -90,3 +91,11 @@ func listAll(ctx context.Context, s Store) ([]protocol.User, error) {
 	Sort(out)
 	return out, nil
 }
+
+// WriteHealth is implemented by stores whose writes can fail (Redis): the gateway's readiness
+// shows "presence writes failing since …" while WriteFailingSince is not zero.
+type WriteHealth interface {
+	WriteFailingSince() time.Time
+}
+
+var _ WriteHealth = (*Redis)(nil)
