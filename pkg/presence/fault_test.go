@@ -211,3 +211,50 @@ func TestRedisBlackholedLinkRejoins(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisRetryAfterLostReply: a batch whose reply was lost (applied, but the writer saw a
+// timeout) is sent again. Nothing is published twice, and a join whose field a sweeper removed
+// in between comes back as a "rejoined" join, so the conn_id's events still alternate.
+//
+// Fails before the shards' applied marks: the retried join was published as a plain join
+// (TestRedisBlackholedLinkRejoins saw it once, when the black hole swallowed a reply).
+func TestRedisRetryAfterLostReply(t *testing.T) {
+	t.Parallel()
+	srv := testkit.StartRedis(t)
+	c := srv.Client()
+	ctx := context.Background()
+	prefix := testkit.Prefix(t)
+	ev := subscribeEvents(t, c, prefix)
+	sweeper := newTestStore(t, c, prefix, "gw-sweeper", time.Minute, nil)
+	r := newTestStore(t, c, prefix, "gw-r", time.Minute, nil)
+	waitTrue(t, 2*time.Second, "heartbeats", func() bool {
+		return c.Exists(ctx, heartbeatKey(prefix, "gw-sweeper"), heartbeatKey(prefix, "gw-r")).Val() == 2
+	})
+	r.kill() // its writer stops: the test sends the batches itself
+	u1, u2 := user("gw-r", 1), user("gw-r", 2)
+	u1.Gateway, u2.Gateway = "gw-r", "gw-r"
+	first := []change{{seq: 1, join: true, user: u1}}
+	for range 2 { // the batch, then its retry with nothing changed: one join
+		if _, err := r.flush(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Del(ctx, heartbeatKey(prefix, "gw-r")) // its heartbeat lapses; it is swept
+	if err := sweeper.sweepGateway(ctx, "gw-r"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.flush(ctx, first); err != nil { // the retry after the sweep
+		t.Fatal(err)
+	}
+	if _, err := r.flush(ctx, []change{{seq: 2, join: true, user: u2}, {seq: 3, user: u2, reason: protocol.ReasonClosed}}); err != nil {
+		t.Fatal(err)
+	}
+	seq := alternating(t, ev.wait(t, 5, 2*time.Second))
+	if got := fmt.Sprint(seq[u1.ConnID]); got != "[join: leave:gateway_lost join:rejoined]" {
+		t.Fatalf("%s: %s", u1.ConnID, got)
+	}
+	if got := fmt.Sprint(seq[u2.ConnID]); got != "[join: leave:closed]" {
+		t.Fatalf("%s: %s", u2.ConnID, got)
+	}
+	usersInStep(t, c, prefix)
+}

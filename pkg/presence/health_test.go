@@ -1,7 +1,6 @@
 package presence
 
 import (
-	"context"
 	"log/slog"
 	"strings"
 	"testing"
@@ -23,13 +22,8 @@ func TestRedisWriteFailureStreak(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	var logs testkit.SyncBuffer
 	m := metrics.New()
-	s := NewRedis(c, RedisOptions{Prefix: testkit.Prefix(t), GatewayID: "gw-f", TTL: time.Second,
+	s := startStore(t, c, RedisOptions{Prefix: testkit.Prefix(t), GatewayID: "gw-f", TTL: time.Second,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Metrics: m})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Close(ctx)
-	})
 	s.Join(user("gw-f", 0))
 	waitTrue(t, 2*time.Second, "first write", func() bool { return testutil.ToFloat64(m.PresenceWrites) == 1 })
 	if !s.WriteFailingSince().IsZero() {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/protocol"
 	"github.com/wsgw/wsgw/pkg/rediskey"
@@ -70,9 +71,12 @@ type Redis struct {
 	keys    rediskey.Keys
 	shards  []rediskey.Shard
 
+	epoch string // this writer's process, in the shards' applied marks
+
 	mu      sync.Mutex
 	live    map[string]protocol.User // this gateway's open connections
 	pending []change                 // not yet written, oldest first
+	seq     uint64                   // of the last change queued
 	closed  bool
 
 	// Health of this gateway's own writes, for the sweep guard (unix nanoseconds, 0: none).
@@ -89,6 +93,7 @@ type Redis struct {
 
 // change is one queued Join or Leave.
 type change struct {
+	seq    uint64 // its place in this writer's order, from 1
 	join   bool
 	user   protocol.User
 	reason string // leaves only
@@ -136,6 +141,7 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 		now:     o.Now,
 		keys:    k,
 		shards:  k.Shards(o.Shards),
+		epoch:   config.RandomHex(8),
 		live:    make(map[string]protocol.User),
 		wake:    make(chan struct{}, 1),
 	}
@@ -168,7 +174,8 @@ func (r *Redis) Join(u protocol.User) {
 		return
 	}
 	r.live[u.ConnID] = u
-	r.pending = append(r.pending, change{join: true, user: u})
+	r.seq++
+	r.pending = append(r.pending, change{seq: r.seq, join: true, user: u})
 	r.mu.Unlock()
 	r.signal()
 }
@@ -182,7 +189,8 @@ func (r *Redis) Leave(connID, reason string) {
 		return
 	}
 	delete(r.live, connID)
-	r.pending = append(r.pending, change{user: u, reason: reason})
+	r.seq++
+	r.pending = append(r.pending, change{seq: r.seq, user: u, reason: reason})
 	r.mu.Unlock()
 	r.signal()
 }
@@ -226,7 +234,8 @@ func (r *Redis) Close(ctx context.Context) error {
 	r.closed = true
 	for id, u := range r.live {
 		delete(r.live, id)
-		r.pending = append(r.pending, change{user: u, reason: protocol.ReasonDrained})
+		r.seq++
+		r.pending = append(r.pending, change{seq: r.seq, user: u, reason: protocol.ReasonDrained})
 	}
 	r.mu.Unlock()
 	r.halt()
@@ -264,7 +273,7 @@ func (r *Redis) drain(ctx context.Context) error {
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.SRem(ctx, r.keys.Gateways(), r.id) // first: a sweeper must not see it without heartbeat
 		for _, s := range r.shards {
-			p.Del(ctx, s.Conns(r.id))
+			p.Del(ctx, s.Conns(r.id), s.Applied(r.id))
 			p.Del(ctx, s.Heartbeat(r.id))
 		}
 		p.Del(ctx, r.keys.Heartbeat(r.id))

@@ -12,22 +12,38 @@ import "github.com/redis/go-redis/v9"
 // heartbeat, which the writing scripts do first) before anything else happened, so a batch is
 // applied whole or not at all.
 
-// flushScript writes one batch of this gateway's changes to a shard, in order.
+// flushScript writes one batch of this gateway's changes to a shard, in order. Each change
+// carries its writer's sequence number; the shard remembers the last one applied (KEYS[6],
+// "<epoch>:<seq>", the epoch naming this writer's process), so a batch retried after its reply
+// was lost (a timeout) publishes nothing twice: a join already applied whose field is gone
+// again was swept meanwhile, and comes back with its "rejoined" join.
 //
-// KEYS: 1 heartbeat (the shard's copy), 2 index, 3 hash, 4 users, [5 gateways set].
-// ARGV: 1 heartbeat value, 2 TTL in ms, 3 events channel, 4 gateway id, then per change 5
-// values: "j" or "l", conn_id, user, field value (joins), event JSON.
+// KEYS: 1 heartbeat (the shard's copy), 2 index, 3 hash, 4 users, 5 swept mark (unused here,
+// for the slot), 6 applied, [7 gateways set]. ARGV: 1 heartbeat value, 2 TTL in ms, 3 events
+// channel, 4 gateway id, 5 epoch, then per change 7 values: "j" or "l", conn_id, user, field
+// value (joins), event JSON, rejoin event JSON (joins), seq.
 // Returns 1 when the heartbeat had been missing (Redis restarted, or this gateway was swept).
 var flushScript = redis.NewScript(`
 local old = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'GET')
-if KEYS[5] then redis.call('SADD', KEYS[5], ARGV[4]) end
-for i = 5, #ARGV, 5 do
-  local c, u = ARGV[i+1], ARGV[i+2]
+if KEYS[7] then redis.call('SADD', KEYS[7], ARGV[4]) end
+local applied = 0
+local a = redis.call('GET', KEYS[6])
+if a then
+  local e, s = string.match(a, '^(.*):(%d+)$')
+  if e == ARGV[5] then applied = tonumber(s) end
+end
+local last = applied
+for i = 6, #ARGV, 7 do
+  local c, u, seq = ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+6])
   if ARGV[i] == 'j' then
     redis.call('SADD', KEYS[2], c)
     if redis.call('HSET', KEYS[3], c, ARGV[i+3]) == 1 then
       redis.call('HINCRBY', KEYS[4], u, 1)
-      redis.call('PUBLISH', ARGV[3], ARGV[i+4])
+      if seq > applied then
+        redis.call('PUBLISH', ARGV[3], ARGV[i+4])
+      else
+        redis.call('PUBLISH', ARGV[3], ARGV[i+5])
+      end
     end
   else
     redis.call('SREM', KEYS[2], c)
@@ -36,6 +52,10 @@ for i = 5, #ARGV, 5 do
       redis.call('PUBLISH', ARGV[3], ARGV[i+4])
     end
   end
+  if seq > last then last = seq end
+end
+if last > applied then
+  redis.call('SET', KEYS[6], ARGV[5] .. ':' .. string.format('%d', last), 'EX', 86400)
 end
 if old then return 0 end
 return 1

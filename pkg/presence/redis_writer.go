@@ -194,8 +194,9 @@ func (r *Redis) flushShards(ctx context.Context, per [][]any) (bool, error) {
 		if changes == nil && len(r.shards) > 1 && !r.allShards(per) {
 			continue // a batch only refreshes the shards it touches
 		}
-		args := append([]any{hb, r.ttlMS(), r.keys.Events(), r.id}, changes...)
-		m, err := flushScript.Run(ctx, r.client, r.shardKeys(i), args...).Int()
+		args := append([]any{hb, r.ttlMS(), r.keys.Events(), r.id, r.epoch}, changes...)
+		s := r.shards[i]
+		m, err := flushScript.Run(ctx, r.client, r.shardKeys(i, s.Swept(r.id), s.Applied(r.id)), args...).Int()
 		if err != nil {
 			return false, fmt.Errorf("write shard %d: %w", i, err)
 		}
@@ -231,15 +232,18 @@ func (r *Redis) flush(ctx context.Context, batch []change) (bool, error) {
 	per := make([][]any, len(r.shards))
 	for _, c := range batch {
 		ev := protocol.PresenceEvent{Type: protocol.EventJoin, ConnID: c.user.ConnID, User: c.user.User, Gateway: r.id}
-		op, value := "j", []byte(nil)
+		op, value, rejoin := "j", []byte(nil), []byte(nil)
 		if c.join {
 			value = presenceJSON(c.user)
+			re := ev
+			re.Reason = protocol.ReasonRejoined
+			rejoin, _ = json.Marshal(re)
 		} else {
 			op, ev.Type, ev.Reason = "l", protocol.EventLeave, c.reason
 		}
 		b, _ := json.Marshal(ev)
 		i := r.shardOf(c.user.User)
-		per[i] = append(per[i], op, c.user.ConnID, c.user.User, value, b)
+		per[i] = append(per[i], op, c.user.ConnID, c.user.User, value, b, rejoin, c.seq)
 	}
 	missing, err := r.flushShards(ctx, per)
 	if err != nil {

@@ -16,13 +16,7 @@ import (
 // newShardStore is newTestStore with PRESENCE_SHARDS = shards.
 func newShardStore(t *testing.T, c redis.UniversalClient, prefix, gw string, ttl time.Duration, shards int) *Redis {
 	t.Helper()
-	s := NewRedis(c, RedisOptions{Prefix: prefix, GatewayID: gw, TTL: ttl, Shards: shards, Logger: quietLogger()})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Close(ctx)
-	})
-	return s
+	return startStore(t, c, RedisOptions{Prefix: prefix, GatewayID: gw, TTL: ttl, Shards: shards})
 }
 
 // TestRedisShardsContract runs the Store contracts with three shards on one redis-server.

@@ -55,8 +55,11 @@ func TestSweepUnderLease(t *testing.T) {
 // TestSweepChunksStaySmall: a dead gateway with 50,000 connections is swept in chunks, none of
 // which keeps Redis busy for 10 ms or more: SLOWLOG records every command over 1 ms (logging
 // all of them would slow the scripts down, since Redis 7 logs the commands inside a script too).
+// SLOWLOG measures wall time, and on a loaded machine redis-server is sometimes descheduled in
+// the middle of a call: up to 1% of the 500 calls may reach 10 ms (a chunk takes about 1 ms of
+// CPU; with chunks of 500 every call took 5–20 ms). Not parallel, so the package's other tests
+// do not add to that load.
 func TestSweepChunksStaySmall(t *testing.T) {
-	t.Parallel()
 	srv := testkit.StartRedis(t)
 	c := srv.Client()
 	ctx := context.Background()
@@ -84,7 +87,7 @@ func TestSweepChunksStaySmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	var longest time.Duration
-	scripts := 0
+	scripts, over := 0, 0
 	names := map[string]int{}
 	for _, e := range logs {
 		f := e.([]any)
@@ -94,11 +97,15 @@ func TestSweepChunksStaySmall(t *testing.T) {
 			continue
 		}
 		scripts++
-		longest = max(longest, time.Duration(f[2].(int64))*time.Microsecond)
+		d := time.Duration(f[2].(int64)) * time.Microsecond
+		longest = max(longest, d)
+		if d >= 10*time.Millisecond {
+			over++
+		}
 	}
-	t.Logf("swept %d connections in %v in chunks of %d; %d script calls over 1 ms, the longest %v (slowlog: %v)",
-		n, took, sweepChunk, scripts, longest, names)
-	if longest >= 10*time.Millisecond {
-		t.Fatalf("%d script calls, the longest %v: want chunks under 10 ms", scripts, longest)
+	t.Logf("swept %d connections in %v in chunks of %d; %d script calls over 1 ms, %d of 10 ms or more, the longest %v (slowlog: %v)",
+		n, took, sweepChunk, scripts, over, longest, names)
+	if over > n/sweepChunk/100 {
+		t.Fatalf("%d script calls of 10 ms or more, the longest %v: want chunks under 10 ms", over, longest)
 	}
 }

@@ -92,6 +92,12 @@ func (s Shard) Swept(gateway string) string {
 	return s.prefix + s.suffix + "gateway:" + gateway + ":swept"
 }
 
+// Applied is the last change of the gateway's writer applied in this shard ("<epoch>:<seq>"),
+// so a batch retried after a lost reply knows which of its changes Redis already had.
+func (s Shard) Applied(gateway string) string {
+	return s.prefix + s.suffix + "gateway:" + gateway + ":applied"
+}
+
 // Slot is the Redis Cluster hash slot of key: CRC16 (XMODEM) of its hash tag, or of the whole
 // key when it has none, modulo 16384.
 func Slot(key string) uint16 {
