@@ -67,9 +67,18 @@ func usersInStepShards(t *testing.T, c redis.UniversalClient, prefix string, n i
 // sweep, gateways swept while alive (their rejoin), and Redis restarts (FLUSHDB, then every
 // gateway's write-back) keep ws:users equal to the users counted from ws:presence, and
 // ws:presence equal to the connections the live gateways hold; every conn_id's events
-// alternate join/leave.
+// alternate join/leave. With one shard and with three.
 func TestUsersInStepProperty(t *testing.T) {
 	t.Parallel()
+	for _, shards := range []int{1, 3} {
+		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) {
+			t.Parallel()
+			usersProperty(t, shards)
+		})
+	}
+}
+
+func usersProperty(t *testing.T, shards int) {
 	srv := testkit.StartRedis(t)
 	c := srv.Client()
 	ctx := context.Background()
@@ -83,7 +92,7 @@ func TestUsersInStepProperty(t *testing.T) {
 	var stores []*Redis
 	next := 0
 	start := func() {
-		stores = append(stores, newTestStore(t, c, prefix, fmt.Sprintf("gw-%d", next), ttl, nil))
+		stores = append(stores, newShardStore(t, c, prefix, fmt.Sprintf("gw-%d", next), ttl, shards))
 		next++
 	}
 	for range 3 {
@@ -102,8 +111,15 @@ func TestUsersInStepProperty(t *testing.T) {
 		t.Helper()
 		want := live()
 		waitTrue(t, 5*time.Second, fmt.Sprintf("presence exact at step %d", step), func() bool {
-			got, err := c.HGetAll(ctx, prefix+"presence").Result()
-			if err != nil || len(got) != len(want) {
+			got := make(map[string]string)
+			for _, s := range rediskey.New(prefix).Shards(shards) {
+				m, err := c.HGetAll(ctx, s.Presence()).Result()
+				if err != nil {
+					return false
+				}
+				maps.Copy(got, m)
+			}
+			if len(got) != len(want) {
 				return false
 			}
 			for id := range want {
@@ -118,7 +134,13 @@ func TestUsersInStepProperty(t *testing.T) {
 			}
 			return true
 		})
-		usersInStep(t, c, prefix)
+		usersInStepShards(t, c, prefix, shards)
+	}
+	lapse := func(id string) { // its heartbeat (and every shard's copy) runs out
+		c.Del(ctx, heartbeatKey(prefix, id))
+		for _, s := range rediskey.New(prefix).Shards(shards) {
+			c.Del(ctx, s.Heartbeat(id))
+		}
 	}
 	conn := 0
 	ops := map[string]int{}
@@ -145,7 +167,7 @@ func TestUsersInStepProperty(t *testing.T) {
 		case k < 91: // it dies; another sweeps it
 			settle(step)
 			s.kill()
-			c.Del(ctx, heartbeatKey(prefix, s.id)) // as if its TTL ran out
+			lapse(s.id)
 			var rest []*Redis
 			for _, o := range stores {
 				if o != s {
@@ -170,7 +192,7 @@ func TestUsersInStepProperty(t *testing.T) {
 					break
 				}
 			}
-			c.Del(ctx, heartbeatKey(prefix, s.id))
+			lapse(s.id)
 			if err := other.sweep(ctx); err != nil {
 				t.Fatal(err)
 			}
