@@ -91,9 +91,19 @@ func TestUsersPollersKeepRedisFree(t *testing.T) {
 	if stats["hscan"].calls == 0 || scan > all/2 { // about 1/15 on a quiet machine
 		t.Fatalf("HSCAN %.0f µs per page against HGETALL %.0f µs", scan, all)
 	}
-	u := getUsers(t, hs.URL)
-	if u.Count != n || len(u.Users) != presence.DefaultPageSize || u.NextCursor == "" {
+	u := getUsers(t, hs.URL) // the fields were written by hand: no ws:users, distinct 0
+	if u.Count != n || u.DistinctUsers != 0 || len(u.Users) != presence.DefaultPageSize || u.NextCursor == "" {
 		t.Fatalf("first page: count %d, %d users, next %q", u.Count, len(u.Users), u.NextCursor)
+	}
+	for _, bad := range []string{"zzz", "7:0", "0:x"} { // not a cursor; shard 7 of 1; bad scan
+		resp, err := http.Get(hs.URL + "/users?cursor=" + bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("cursor %q: %s, want 400", bad, resp.Status)
+		}
 	}
 }
 
