@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,20 +73,20 @@ func TestUsersPollersKeepRedisFree(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	stats := commandStats(t, c)
+	stats := testkit.CommandStats(t, c)
 	for _, cmd := range []string{"hgetall", "hkeys", "hvals"} {
-		if stats[cmd].calls != 0 {
-			t.Fatalf("%d %s calls behind /users", stats[cmd].calls, cmd)
+		if stats[cmd].Calls != 0 {
+			t.Fatalf("%d %s calls behind /users", stats[cmd].Calls, cmd)
 		}
 	}
 	for range 5 {
 		c.HGetAll(ctx, prefix+"presence") // the reference: one command over the whole hash
 	}
-	stats = commandStats(t, c)
-	scan, all := stats["hscan"].usecPerCall, stats["hgetall"].usecPerCall
+	stats = testkit.CommandStats(t, c)
+	scan, all := stats["hscan"].UsecPerCall, stats["hgetall"].UsecPerCall
 	t.Logf("%d GET /users in 2 s from 20 loops: %d HSCAN at %.0f µs each; one HGETALL of %d fields: %.0f µs",
-		calls, stats["hscan"].calls, scan, n, all)
-	if stats["hscan"].calls == 0 || scan > all/2 { // about 1/15 on a quiet machine
+		calls, stats["hscan"].Calls, scan, n, all)
+	if stats["hscan"].Calls == 0 || scan > all/2 { // about 1/15 on a quiet machine
 		t.Fatalf("HSCAN %.0f µs per page against HGETALL %.0f µs", scan, all)
 	}
 	u := getUsers(t, hs.URL) // the fields were written by hand: no ws:users, distinct 0
@@ -105,37 +103,4 @@ func TestUsersPollersKeepRedisFree(t *testing.T) {
 			t.Errorf("cursor %q: %s, want 400", bad, resp.Status)
 		}
 	}
-}
-
-type cmdStat struct {
-	calls       int64
-	usecPerCall float64
-}
-
-// commandStats parses INFO commandstats.
-func commandStats(t *testing.T, c *redis.Client) map[string]cmdStat {
-	t.Helper()
-	info, err := c.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make(map[string]cmdStat)
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || !strings.HasPrefix(name, "cmdstat_") {
-			continue
-		}
-		var st cmdStat
-		for _, kv := range strings.Split(rest, ",") {
-			k, v, _ := strings.Cut(kv, "=")
-			switch k {
-			case "calls":
-				st.calls, _ = strconv.ParseInt(v, 10, 64)
-			case "usec_per_call":
-				st.usecPerCall, _ = strconv.ParseFloat(v, 64)
-			}
-		}
-		out[strings.TrimPrefix(name, "cmdstat_")] = st
-	}
-	return out
 }

@@ -3,7 +3,6 @@ package presence
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -108,17 +107,8 @@ func evalCalls(t *testing.T, cl *testkit.Cluster) map[string]int64 {
 	t.Helper()
 	out := make(map[string]int64)
 	for _, node := range cl.Nodes {
-		info, err := node.Client().Info(context.Background(), "commandstats").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(info, "\n") {
-			if strings.HasPrefix(line, "cmdstat_eval:") || strings.HasPrefix(line, "cmdstat_evalsha:") {
-				var calls int64
-				fmt.Sscanf(line[strings.Index(line, "calls=")+len("calls="):], "%d", &calls)
-				out[node.Addr()] += calls
-			}
-		}
+		st := testkit.CommandStats(t, node.Client())
+		out[node.Addr()] = st["eval"].Calls + st["evalsha"].Calls
 	}
 	return out
 }

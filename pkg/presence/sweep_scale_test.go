@@ -7,26 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/wsgw/wsgw/internal/testkit"
 )
-
-// commandCalls returns how many times the server ran cmd (INFO commandstats).
-func commandCalls(t *testing.T, c *redis.Client, cmd string) int64 {
-	t.Helper()
-	info, err := c.Info(context.Background(), "commandstats").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if strings.HasPrefix(line, "cmdstat_"+cmd+":") {
-			var calls int64
-			fmt.Sscanf(line[strings.Index(line, "calls=")+len("calls="):], "%d", &calls)
-			return calls
-		}
-	}
-	return 0
-}
 
 // TestSweepUnderLease: with six gateways, only the lease holder checks heartbeats, so the
 // checks cost O(gateways) per TTL/3 across the cluster, not O(gateways²): about one SMEMBERS
@@ -41,10 +23,10 @@ func TestSweepUnderLease(t *testing.T) {
 		newTestStore(t, c, prefix, fmt.Sprintf("gw-%d", i), ttl, nil)
 	}
 	time.Sleep(ttl + 200*time.Millisecond) // the stores may sweep once healthy for a TTL
-	before := commandCalls(t, c, "smembers")
+	before := testkit.CommandStats(t, c)["smembers"].Calls
 	const watch = 3 * time.Second
 	time.Sleep(watch)
-	checks := commandCalls(t, c, "smembers") - before
+	checks := testkit.CommandStats(t, c)["smembers"].Calls - before
 	rounds := float64(watch) / float64(ttl/3) // sweep rounds of one gateway in that time
 	t.Logf("%d heartbeat checks in %v with 6 gateways (one gateway's rounds: %.0f)", checks, watch, rounds)
 	if checks == 0 || float64(checks) > 1.6*rounds {
