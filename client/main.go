@@ -2,6 +2,7 @@
 // sends each line typed on standard input (10 asks for F(10)). See pkg/termclient.
 //
 //	client [-url ws://localhost:8080/ws] [-user NAME] [-token JWT | -token-cmd COMMAND]
+//	client users [-url http://localhost:8080/users] [-limit N]   (every online connection, all pages)
 //
 // WSGW_TOKEN, when set, is the default of -token.
 package main
@@ -18,11 +19,16 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	args := os.Args[1:]
-	if tok := os.Getenv("WSGW_TOKEN"); tok != "" {
-		args = append([]string{"-token", tok}, args...) // a -token given on the command line wins
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "users" {
+		err = termclient.Users(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	} else {
+		args := os.Args[1:]
+		if tok := os.Getenv("WSGW_TOKEN"); tok != "" {
+			args = append([]string{"-token", tok}, args...) // a -token given on the command line wins
+		}
+		err = termclient.Run(ctx, args, os.Stdin, os.Stdout, os.Stderr)
 	}
-	err := termclient.Run(ctx, args, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

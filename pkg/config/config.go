@@ -54,6 +54,7 @@ type Gateway struct {
 	ReadLimit       int64         `env:"READ_LIMIT" envDefault:"4096" help:"largest client frame in bytes; larger closes with 1009"`
 	AllowedOrigins  []string      `env:"ALLOWED_ORIGINS" envSeparator:"," help:"extra browser origins allowed to open /ws (coder/websocket OriginPatterns)"`
 	PresenceTTL     time.Duration `env:"PRESENCE_TTL" envDefault:"15s" help:"heartbeat key TTL; refreshed every TTL/3"`
+	PresenceShards  int           `env:"PRESENCE_SHARDS" envDefault:"1" help:"presence hashes (1: one ws:presence; N: ws:presence:0..N-1, each its own Cluster slot); all gateways must agree"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"how long a drain may take on SIGTERM"`
 	TickInterval    time.Duration `env:"TICK_INTERVAL" envDefault:"1s" help:"time between ticks (standalone mode)"`
 	DebugAddr       string        `env:"DEBUG_ADDR" help:"opt-in listener serving /debug/pprof only, e.g. 127.0.0.1:6060; empty: off (ADMIN_ADDR serves it too)"`
@@ -213,6 +214,9 @@ func LoadGateway(environ []string) (Gateway, error) {
 	}
 	if c.PresenceTTL < time.Second {
 		add(fmt.Errorf("PRESENCE_TTL: must be at least 1s, got %v", c.PresenceTTL))
+	}
+	if c.PresenceShards < 1 || c.PresenceShards > 1024 {
+		add(fmt.Errorf("PRESENCE_SHARDS: must be from 1 to 1024, got %d", c.PresenceShards))
 	}
 	if c.ShutdownTimeout <= 0 {
 		add(fmt.Errorf("SHUTDOWN_TIMEOUT: must be above 0, got %v", c.ShutdownTimeout))

@@ -24,9 +24,12 @@ func TestGatewayDefaults(t *testing.T) {
 
 // TestEmptyMeansDefault: a variable set but empty is the same as unset, for every kind.
 func TestEmptyMeansDefault(t *testing.T) {
-	c, err := LoadGateway([]string{"GATEWAY_ADDR=", "FIB_RATE=", "PRESENCE_TTL=", "REDIS_URL=", "ALLOWED_ORIGINS=", "LOG_LEVEL="})
+	c, err := LoadGateway([]string{"GATEWAY_ADDR=", "FIB_RATE=", "PRESENCE_TTL=", "PRESENCE_SHARDS=", "REDIS_URL=", "ALLOWED_ORIGINS=", "LOG_LEVEL="})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.PresenceShards != 1 {
+		t.Fatalf("PRESENCE_SHARDS default %d", c.PresenceShards)
 	}
 	if c.Addr != ":8080" || c.FibRate != 20 || c.PresenceTTL != 15*time.Second || c.Redis.Enabled() || len(c.AllowedOrigins) != 0 || c.Log.Level != "info" {
 		t.Fatalf("empty values did not mean defaults: %+v", c)
@@ -34,9 +37,12 @@ func TestEmptyMeansDefault(t *testing.T) {
 }
 
 func TestGatewayValues(t *testing.T) {
-	c, err := LoadGateway([]string{"REDIS_ADDRS=127.0.0.1:7000,127.0.0.1:7001", "ALLOWED_ORIGINS=*.a.example,https://b.example", "GATEWAY_ID=gw-9", "LOG_FORMAT=json"})
+	c, err := LoadGateway([]string{"REDIS_ADDRS=127.0.0.1:7000,127.0.0.1:7001", "ALLOWED_ORIGINS=*.a.example,https://b.example", "GATEWAY_ID=gw-9", "LOG_FORMAT=json", "PRESENCE_SHARDS=3"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.PresenceShards != 3 {
+		t.Fatalf("PRESENCE_SHARDS = %d", c.PresenceShards)
 	}
 	if !c.Redis.Enabled() || !c.Redis.Cluster() || c.Redis.KeyPrefix() != "{ws}:" || len(c.AllowedOrigins) != 2 || c.ID != "gw-9" {
 		t.Fatalf("values = %+v", c)
@@ -52,6 +58,9 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		"FIB_BURST=0":             "FIB_BURST",
 		"FIB_RATE=x":              "FIB_RATE",
 		"PRESENCE_TTL=15":         "PRESENCE_TTL",
+		"PRESENCE_SHARDS=0":       "PRESENCE_SHARDS",
+		"PRESENCE_SHARDS=x":       "PRESENCE_SHARDS",
+		"PRESENCE_SHARDS=2000":    "PRESENCE_SHARDS",
 		"LOG_FORMAT=xml":          "LOG_FORMAT",
 		"REDIS_URL=foo://bar":     "REDIS_URL",
 		"REDIS_ADDRS=nohost":      "REDIS_ADDRS",

@@ -27,7 +27,7 @@ func clusterMode(cfg config.Gateway, addr string, started time.Time, log *slog.L
 	})
 	store := presence.NewRedis(client, presence.RedisOptions{
 		Prefix: prefix, GatewayID: cfg.ID, Addr: addr, StartedAt: started,
-		TTL: cfg.PresenceTTL, Logger: log, Metrics: m,
+		TTL: cfg.PresenceTTL, Shards: cfg.PresenceShards, Logger: log, Metrics: m,
 	})
 	// After Redis restarts empty, the resubscription is the earliest sign: write presence
 	// back then (the store also notices a lost heartbeat by itself).

@@ -5,9 +5,13 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 
+	"github.com/wsgw/wsgw/pkg/presence"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -107,17 +111,35 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ready\n"))
 }
 
-// handleUsers lists every online connection (the whole cluster's in cluster mode).
+// handleUsers serves one page of the online connections (the whole cluster's in cluster
+// mode): ?limit=N (default 1000, at most 10000) and ?cursor=C from the previous page's
+// next_cursor. A bad limit or cursor is a 400 with the reason.
 func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request) {
-	users, err := s.store.List(r.Context())
+	q := r.URL.Query()
+	limit := presence.DefaultPageSize
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > presence.MaxPageSize {
+			http.Error(w, fmt.Sprintf("limit must be a whole number from 1 to %d", presence.MaxPageSize), http.StatusBadRequest)
+			return
+		}
+		limit = n
+	}
+	page, err := s.store.Page(r.Context(), q.Get("cursor"), limit)
+	if errors.Is(err, presence.ErrBadCursor) {
+		http.Error(w, "cursor must be a next_cursor from an earlier page", http.StatusBadRequest)
+		return
+	}
 	if err != nil {
 		s.log.Warn("list users", "err", err)
 		http.Error(w, "presence unavailable: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
+	users := page.Users
 	if users == nil {
 		users = []protocol.User{}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(protocol.Users{Count: len(users), Users: users})
+	_ = json.NewEncoder(w).Encode(protocol.Users{Count: page.Count, DistinctUsers: page.Distinct,
+		Users: users, NextCursor: page.NextCursor})
 }

@@ -9,50 +9,91 @@ import (
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
-// Memory is the presence store of a standalone gateway: a map under a mutex. Changes are
+// Memory is the presence store of a standalone gateway: maps under a mutex. Changes are
 // visible at once and nothing is published.
 type Memory struct {
 	mu    sync.Mutex
-	users map[string]protocol.User
+	conns map[string]protocol.User
+	users map[string]int // user → open connections, deleted at 0
 }
 
 var _ Store = (*Memory)(nil)
 
 // NewMemory returns an empty store.
-func NewMemory() *Memory { return &Memory{users: make(map[string]protocol.User)} }
+func NewMemory() *Memory {
+	return &Memory{conns: make(map[string]protocol.User), users: make(map[string]int)}
+}
 
-// Join records u.
+// Join records u. Joining a conn_id twice changes nothing.
 func (m *Memory) Join(u protocol.User) {
 	m.mu.Lock()
-	m.users[u.ConnID] = u
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	if _, ok := m.conns[u.ConnID]; ok {
+		return
+	}
+	m.conns[u.ConnID] = u
+	m.users[u.User]++
 }
 
 // Leave forgets connID.
 func (m *Memory) Leave(connID, _ string) {
 	m.mu.Lock()
-	delete(m.users, connID)
+	defer m.mu.Unlock()
+	u, ok := m.conns[connID]
+	if !ok {
+		return
+	}
+	delete(m.conns, connID)
+	if m.users[u.User]--; m.users[u.User] <= 0 {
+		delete(m.users, u.User)
+	}
+}
+
+// Page returns the connections whose conn_id sorts after cursor, up to limit of them in
+// conn_id order (then ordered by Sort); the next cursor is the last conn_id returned. So a
+// walk misses nothing that stayed online and repeats nothing.
+func (m *Memory) Page(_ context.Context, cursor string, limit int) (Page, error) {
+	limit = clampLimit(limit)
+	m.mu.Lock()
+	ids := make([]string, 0, len(m.conns))
+	for id := range m.conns {
+		if id > cursor {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	more := len(ids) > limit
+	ids = ids[:min(len(ids), limit)]
+	p := Page{Users: make([]protocol.User, len(ids)), Count: len(m.conns), Distinct: len(m.users)}
+	for i, id := range ids {
+		p.Users[i] = m.conns[id]
+	}
 	m.mu.Unlock()
+	if more {
+		p.NextCursor = ids[len(ids)-1]
+	}
+	Sort(p.Users)
+	return p, nil
 }
 
 // List returns the online connections ordered by connection time, then conn_id.
-func (m *Memory) List(context.Context) ([]protocol.User, error) {
-	m.mu.Lock()
-	out := make([]protocol.User, 0, len(m.users))
-	for _, u := range m.users {
-		out = append(out, u)
-	}
-	m.mu.Unlock()
-	Sort(out)
-	return out, nil
-}
+func (m *Memory) List(ctx context.Context) ([]protocol.User, error) { return listAll(ctx, m) }
 
 // Close forgets everyone.
 func (m *Memory) Close(context.Context) error {
 	m.mu.Lock()
+	clear(m.conns)
 	clear(m.users)
 	m.mu.Unlock()
 	return nil
+}
+
+// clampLimit applies the page size's default and maximum.
+func clampLimit(limit int) int {
+	if limit <= 0 {
+		return DefaultPageSize
+	}
+	return min(limit, MaxPageSize)
 }
 
 // Sort orders users by connection time, then conn_id, as GET /users lists them.

@@ -2,24 +2,24 @@ package presence
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"github.com/wsgw/wsgw/pkg/config"
-	"github.com/wsgw/wsgw/pkg/rediskey"
+	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/protocol"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 )
 
 // RedisOptions configure NewRedis. Zero values mean the documented defaults.
 type RedisOptions struct {
 	// Prefix of every key and channel. Defaults to "ws:". In Cluster mode it must be
-	// hash-tagged ("{ws}:") so the sweeper's script sees all its keys in one slot.
+	// hash-tagged ("{ws}:") so each script sees all its keys in one slot.
 	Prefix string
 	// GatewayID is this gateway's id, written in every field and in the heartbeat key. Required.
 	GatewayID string
@@ -30,26 +30,35 @@ type RedisOptions struct {
 	// TTL of the heartbeat key (PRESENCE_TTL). The heartbeat is refreshed and the other
 	// gateways are checked every TTL/3. Defaults to PRESENCE_TTL's default (pkg/config).
 	TTL time.Duration
+	// Shards is PRESENCE_SHARDS: how many hashes connections are spread over (see
+	// rediskey.Shard). All gateways of a cluster must agree. Defaults to 1: one ws:presence.
+	Shards int
+	// Now is the clock of the sweep guard and the failure streak. Defaults to time.Now.
+	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
 }
 
-// Redis is the presence store of a cluster: every connection of every gateway in one Redis
-// hash, each gateway proving it is alive with a heartbeat key, and every gateway sweeping the
-// fields of gateways whose heartbeat has expired. See PROTOCOL.md, "Redis layout".
+// Redis is the presence store of a cluster: every connection of every gateway in Redis
+// hashes, each gateway proving it is alive with a heartbeat key, and one gateway at a time
+// (under a lease) sweeping the fields of gateways whose heartbeat has expired. See
+// PROTOCOL.md, "Redis layout".
 //
 // Join and Leave only touch memory: the connections this gateway holds (the source of truth,
 // written back whole whenever Redis may have lost them) and a queue of changes that one
-// background writer sends in batches, one pipeline of up to maxBatch changes per round trip,
-// retrying with backoff while Redis is down. A connection that joins and leaves within one
-// batch is written and deleted in the same round trip, and publishes both its join and its
-// leave, so every join event has its leave.
+// background writer sends in batches, one Lua script call per shard per batch of up to
+// maxBatch changes, retrying with backoff while Redis refuses. Each script refreshes the
+// heartbeat first, so a Redis that refuses writes (out of memory, read-only) refuses the
+// whole batch, and publishes an event only for a field it actually created or deleted: a
+// retried batch never publishes twice, and a connection's joins and leaves alternate whoever
+// removes it (this gateway or a sweeper).
 //
-// Besides the documented keys it keeps one internal index per gateway,
-// Prefix+"gateway:<id>:conns", a set of that gateway's conn_ids, maintained in the same
-// pipelines as the hash, so the sweeper finds a dead gateway's fields without scanning the hash.
+// Besides the documented keys it keeps, per gateway and shard, an index set of that gateway's
+// conn_ids (so a sweep never scans a hash), a swept mark (so a gateway swept while alive
+// knows to publish "rejoined" joins when it writes its connections back), and the sweeper
+// lease.
 type Redis struct {
 	client  redis.UniversalClient
 	log     *slog.Logger
@@ -58,12 +67,22 @@ type Redis struct {
 	addr    string
 	started time.Time
 	ttl     time.Duration
-	keys    keys
+	now     func() time.Time
+	keys    rediskey.Keys
+	shards  []rediskey.Shard
+
+	epoch string // this writer's process, in the shards' applied marks
 
 	mu      sync.Mutex
 	live    map[string]protocol.User // this gateway's open connections
 	pending []change                 // not yet written, oldest first
+	seq     uint64                   // of the last change queued
 	closed  bool
+
+	// Health of this gateway's own writes, for the sweep guard (unix nanoseconds, 0: none).
+	lastOK       atomic.Int64 // the last successful write (every write refreshes the heartbeat)
+	healthySince atomic.Int64 // the first success after the last failure
+	failingSince atomic.Int64 // the first failure of the current streak
 
 	resync atomic.Bool   // a full write-back is due (at start, after a failure, or asked for)
 	wake   chan struct{} // cap 1: something to write
@@ -72,32 +91,9 @@ type Redis struct {
 	wg     sync.WaitGroup
 }
 
-// keys are the Redis names, all starting with the prefix (the sweeper script needs that in
-// Cluster mode).
-type keys struct {
-	hash, events, gateways, heartbeat, index string
-	prefix                                   string
-}
-
-func newKeys(prefix, id string) keys {
-	k := rediskey.New(prefix)
-	return keys{
-		prefix:    prefix,
-		hash:      k.Presence(),
-		events:    k.Events(),
-		gateways:  k.Gateways(),
-		heartbeat: k.Heartbeat(id),
-		index:     k.GatewayConns(id),
-	}
-}
-
-func heartbeatKey(prefix, id string) string { return rediskey.New(prefix).Heartbeat(id) }
-
-// indexKey is the internal set of a gateway's conn_ids (not part of PROTOCOL.md's layout).
-func indexKey(prefix, id string) string { return rediskey.New(prefix).GatewayConns(id) }
-
 // change is one queued Join or Leave.
 type change struct {
+	seq    uint64 // its place in this writer's order, from 1
 	join   bool
 	user   protocol.User
 	reason string // leaves only
@@ -105,7 +101,7 @@ type change struct {
 
 var _ Store = (*Redis)(nil)
 
-// maxBatch caps the changes sent in one pipeline (and the fields in one write-back pipeline):
+// maxBatch caps the changes sent in one script call (and the fields in one write-back call):
 // 10,000 joins go out in 5 round trips.
 const maxBatch = 2000
 
@@ -127,9 +123,13 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 	if o.StartedAt.IsZero() {
 		o.StartedAt = time.Now()
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	k := rediskey.New(o.Prefix)
 	r := &Redis{
 		client:  client,
 		log:     o.Logger.With("component", "presence"), // the gateway id is the caller's
@@ -138,7 +138,10 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 		addr:    o.Addr,
 		started: o.StartedAt.UTC(),
 		ttl:     o.TTL,
-		keys:    newKeys(o.Prefix, o.GatewayID),
+		now:     o.Now,
+		keys:    k,
+		shards:  k.Shards(o.Shards),
+		epoch:   config.RandomHex(8),
 		live:    make(map[string]protocol.User),
 		wake:    make(chan struct{}, 1),
 	}
@@ -151,6 +154,17 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 	return r
 }
 
+// shardOf is the shard of a user: all of a user's connections live in one shard, so the
+// shard's users hash counts them exactly.
+func (r *Redis) shardOf(user string) int {
+	if len(r.shards) == 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write([]byte(user))
+	return int(h.Sum32() % uint32(len(r.shards)))
+}
+
 // Join records u (its Gateway is set to this gateway's id) and queues its write and join event.
 func (r *Redis) Join(u protocol.User) {
 	u.Gateway = r.id
@@ -160,7 +174,8 @@ func (r *Redis) Join(u protocol.User) {
 		return
 	}
 	r.live[u.ConnID] = u
-	r.pending = append(r.pending, change{join: true, user: u})
+	r.seq++
+	r.pending = append(r.pending, change{seq: r.seq, join: true, user: u})
 	r.mu.Unlock()
 	r.signal()
 }
@@ -174,18 +189,29 @@ func (r *Redis) Leave(connID, reason string) {
 		return
 	}
 	delete(r.live, connID)
-	r.pending = append(r.pending, change{user: u, reason: reason})
+	r.seq++
+	r.pending = append(r.pending, change{seq: r.seq, user: u, reason: reason})
 	r.mu.Unlock()
 	r.signal()
 }
 
 // Resync asks for a full write-back of this gateway's live connections and heartbeat,
-// publishing nothing. The gateway calls it after the broker resubscribed (Redis may have
-// restarted empty); the store also does it by itself when it finds its heartbeat gone or after
-// a failed write. It returns at once.
+// publishing nothing (or "rejoined" joins, if a sweeper removed them meanwhile). The gateway
+// calls it after the broker resubscribed (Redis may have restarted empty); the store also does
+// it by itself when it finds its heartbeat gone or after a failed write. It returns at once.
 func (r *Redis) Resync() {
 	r.resync.Store(true)
 	r.signal()
+}
+
+// WriteFailingSince returns when the current streak of failed presence writes began, or the
+// zero time while writes succeed. The gateway's readiness shows it ("presence writes failing
+// since …"); the writer keeps retrying meanwhile.
+func (r *Redis) WriteFailingSince() time.Time {
+	if ns := r.failingSince.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 func (r *Redis) signal() {
@@ -195,27 +221,8 @@ func (r *Redis) signal() {
 	}
 }
 
-// List returns every connection in the hash, the whole cluster's, ordered by Sort. Fields
-// whose value is not valid presence JSON are skipped.
-func (r *Redis) List(ctx context.Context) ([]protocol.User, error) {
-	all, err := r.client.HGetAll(ctx, r.keys.hash).Result()
-	if err != nil {
-		return nil, fmt.Errorf("presence: list: %w", err)
-	}
-	out := make([]protocol.User, 0, len(all))
-	for id, v := range all {
-		var p protocol.Presence
-		if json.Unmarshal([]byte(v), &p) != nil {
-			continue
-		}
-		out = append(out, protocol.User{ConnID: id, User: p.User, Gateway: p.Gateway, ConnectedAt: p.ConnectedAt})
-	}
-	Sort(out)
-	return out, nil
-}
-
 // Close stops the background work, flushes the queued changes, removes the connections still
-// open as drained (publishing their leaves), then deletes this gateway's index and heartbeat
+// open as drained (publishing their leaves), then deletes this gateway's indexes and heartbeat
 // and removes it from the gateways set, all before it returns. It retries while Redis is
 // unreachable until ctx is done.
 func (r *Redis) Close(ctx context.Context) error {
@@ -227,7 +234,8 @@ func (r *Redis) Close(ctx context.Context) error {
 	r.closed = true
 	for id, u := range r.live {
 		delete(r.live, id)
-		r.pending = append(r.pending, change{user: u, reason: protocol.ReasonDrained})
+		r.seq++
+		r.pending = append(r.pending, change{seq: r.seq, user: u, reason: protocol.ReasonDrained})
 	}
 	r.mu.Unlock()
 	r.halt()
@@ -263,9 +271,12 @@ func (r *Redis) drain(ctx context.Context) error {
 		r.drop(len(batch))
 	}
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.SRem(ctx, r.keys.gateways, r.id) // first: a sweeper must not see it without heartbeat
-		p.Del(ctx, r.keys.index)
-		p.Del(ctx, r.keys.heartbeat)
+		p.SRem(ctx, r.keys.Gateways(), r.id) // first: a sweeper must not see it without heartbeat
+		for _, s := range r.shards {
+			p.Del(ctx, s.Conns(r.id), s.Applied(r.id))
+			p.Del(ctx, s.Heartbeat(r.id))
+		}
+		p.Del(ctx, r.keys.Heartbeat(r.id))
 		return nil
 	})
 	if err != nil {

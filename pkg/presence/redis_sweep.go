@@ -10,52 +10,17 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// sweepScript removes up to ARGV[3] connections of a dead gateway, atomically with the check
-// that it is dead: its heartbeat (KEYS[2]) does not exist and its id (ARGV[1]) is still in the
-// gateways set (KEYS[1]). Connections are taken from the gateway's index (KEYS[3]) with SPOP,
-// so sweepers running at once share the work and each connection's field is deleted from the
-// hash (KEYS[4]) and its leave (reason gateway_lost) published on ARGV[2] exactly once. When
-// the index is empty the id leaves the set, and later calls do nothing.
-//
-// Returns {status, removed}: status -1 means not dead (or already swept), 0 more to do,
-// 1 done. Every key starts with the store's prefix, so a hash-tagged prefix keeps them in one
-// Cluster slot.
-var sweepScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then
-  return {-1, 0}
-end
-local conns = redis.call('SPOP', KEYS[3], tonumber(ARGV[3]))
-local n = 0
-for _, c in ipairs(conns) do
-  local v = redis.call('HGET', KEYS[4], c)
-  if v then
-    local ok, p = pcall(cjson.decode, v)
-    if ok and type(p) == 'table' and p.gateway == ARGV[1] then
-      redis.call('HDEL', KEYS[4], c)
-      local user = p.user
-      if type(user) ~= 'string' then user = '' end
-      redis.call('PUBLISH', ARGV[2], '{"type":"leave","conn_id":' .. cjson.encode(c) ..
-        ',"user":' .. cjson.encode(user) .. ',"gateway":' .. cjson.encode(ARGV[1]) ..
-        ',"reason":"gateway_lost"}')
-      n = n + 1
-    elseif not ok then
-      redis.call('HDEL', KEYS[4], c)
-    end
-  end
-end
-if redis.call('SCARD', KEYS[3]) == 0 then
-  redis.call('SREM', KEYS[1], ARGV[1])
-  return {1, n}
-end
-return {0, n}
-`)
+// sweepChunk is how many connections one sweep script call removes, so a dead gateway with
+// many connections never blocks Redis for long (about 1 ms per 100 here; see
+// TestSweepChunksStaySmall).
+const sweepChunk = 100
 
-// sweepChunk is how many connections one script call removes, so a dead gateway with many
-// connections does not block Redis for long.
-const sweepChunk = 1000
+// sweptMarkTTL bounds how long a swept mark waits for its gateway to come back.
+const sweptMarkTTL = 24 * time.Hour
 
 // sweepLoop checks the other gateways every TTL/3, jittered by ±25% so gateways started
-// together do not sweep in lockstep.
+// together do not sweep in lockstep. Only the holder of the sweeper lease checks, so the
+// checks cost O(gateways) across the whole cluster, and only while sweepAllowed.
 func (r *Redis) sweepLoop() {
 	defer r.wg.Done()
 	for {
@@ -65,18 +30,41 @@ func (r *Redis) sweepLoop() {
 			return
 		case <-time.After(d):
 		}
+		if !r.sweepAllowed() {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(r.ctx, opTimeout)
-		if err := r.sweep(ctx); err != nil {
+		held, err := leaseScript.Run(ctx, r.client, []string{r.keys.Sweeper()}, r.id, r.ttlMS()).Int()
+		if err == nil && held == 1 {
+			err = r.sweep(ctx)
+		}
+		if err != nil {
 			r.log.Debug("presence: sweep", "err", err) // the writer reports Redis outages
 		}
 		cancel()
 	}
 }
 
+// sweepAllowed is the guard that keeps presence true when Redis refuses writes: a gateway
+// sweeps others only while its own heartbeat writes succeed, its last one within TTL/3 + 1 s
+// (and TTL/2, so that short test TTLs keep the margin below), and only once they have been
+// succeeding for a whole TTL. When Redis refuses writes every heartbeat expires at once;
+// nobody sweeps then, and after the outage every gateway has had a TTL to write its heartbeat
+// again before anyone may take it for dead.
+func (r *Redis) sweepAllowed() bool {
+	now := r.now()
+	last, since := r.lastOK.Load(), r.healthySince.Load()
+	if last == 0 || since == 0 {
+		return false
+	}
+	window := min(r.ttl/3+time.Second, r.ttl/2)
+	return now.Sub(time.Unix(0, last)) <= window && now.Sub(time.Unix(0, since)) >= r.ttl
+}
+
 // sweep finds gateways in the set whose heartbeat is gone, O(gateways): SMEMBERS and one
 // pipelined EXISTS per other gateway. Each dead one is swept with sweepScript.
 func (r *Redis) sweep(ctx context.Context) error {
-	ids, err := r.client.SMembers(ctx, r.keys.gateways).Result()
+	ids, err := r.client.SMembers(ctx, r.keys.Gateways()).Result()
 	if err != nil {
 		return fmt.Errorf("presence: sweep: list gateways: %w", err)
 	}
@@ -92,7 +80,7 @@ func (r *Redis) sweep(ctx context.Context) error {
 	exists := make([]*redis.IntCmd, len(others))
 	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range others {
-			exists[i] = p.Exists(ctx, heartbeatKey(r.keys.prefix, id))
+			exists[i] = p.Exists(ctx, r.keys.Heartbeat(id))
 		}
 		return nil
 	})
@@ -108,26 +96,38 @@ func (r *Redis) sweep(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// sweepGateway removes a dead gateway's connections, a chunk per script call, and counts and
-// logs the sweep unless the first call found nothing to do (another sweeper finished it).
+// sweepGateway removes a dead gateway's connections from every shard, a chunk per script
+// call, then forgets it; it counts and logs the sweep unless it removed nothing.
 func (r *Redis) sweepGateway(ctx context.Context, id string) error {
-	ks := []string{r.keys.gateways, heartbeatKey(r.keys.prefix, id), indexKey(r.keys.prefix, id), r.keys.hash}
-	total := 0
-	for first := true; ; first = false {
-		res, err := sweepScript.Run(ctx, r.client, ks, id, r.keys.events, sweepChunk).Int64Slice()
-		if err != nil {
-			return fmt.Errorf("presence: sweep gateway %s: %w", id, err)
+	total, done := 0, true
+	for i, s := range r.shards {
+		ks := []string{s.Heartbeat(id), s.Conns(id), s.Presence(), s.Users(), s.Swept(id), s.Heartbeat(r.id)}
+		if len(r.shards) == 1 {
+			ks = append(ks, r.keys.Gateways())
 		}
-		if res[0] == -1 {
-			if first {
-				return nil // alive again, or another gateway swept it
+		for {
+			res, err := sweepScript.Run(ctx, r.client, ks, id, r.keys.Events(), sweepChunk,
+				int(sweptMarkTTL.Seconds())).Int64Slice()
+			if err != nil {
+				return fmt.Errorf("presence: sweep gateway %s, shard %d: %w", id, i, err)
 			}
-			break
+			total += int(res[1])
+			if res[0] == -1 {
+				done = false // alive again, or another sweeper finished it
+			}
+			if res[0] != 0 {
+				break
+			}
 		}
-		total += int(res[1])
-		if res[0] == 1 {
-			break
+	}
+	if len(r.shards) > 1 && done {
+		err := forgetScript.Run(ctx, r.client, []string{r.keys.Gateways(), r.keys.Heartbeat(id)}, id).Err()
+		if err != nil && !isNil(err) {
+			return fmt.Errorf("presence: sweep gateway %s: forget: %w", id, err)
 		}
+	}
+	if total == 0 {
+		return nil
 	}
 	if r.metrics != nil {
 		r.metrics.Sweeps.Inc()
@@ -136,3 +136,7 @@ func (r *Redis) sweepGateway(ctx context.Context, id string) error {
 	r.log.Info("presence: swept dead gateway", "dead_gateway", id, "connections", total)
 	return nil
 }
+
+func isNil(err error) bool { return errors.Is(err, redis.Nil) }
+
+func redisSetGet(ttl time.Duration) redis.SetArgs { return redis.SetArgs{TTL: ttl, Get: true} }

@@ -118,6 +118,10 @@ func TestRedisSweepConcurrent(t *testing.T) {
 	for i := range 3 {
 		stores = append(stores, newTestStore(t, c, prefix, fmt.Sprintf("gw-%d", i), time.Minute, nil))
 	}
+	// A sweeper sweeps only while its own heartbeat exists.
+	testkit.Eventually(t, 2*time.Second, "heartbeats", func() bool {
+		return c.Exists(ctx, heartbeatKey(prefix, "gw-0"), heartbeatKey(prefix, "gw-1"), heartbeatKey(prefix, "gw-2")).Val() == 3
+	})
 	var wg sync.WaitGroup
 	for _, s := range stores {
 		for range 3 {
@@ -159,7 +163,9 @@ func TestSweepLeavesLiveAndForeignFields(t *testing.T) {
 	if got := c.HLen(ctx, prefix+"presence").Val(); got != 4 {
 		t.Fatalf("swept a gateway with a heartbeat: %d fields", got)
 	}
-	mr.FastForward(15 * time.Second) // the heartbeat expires
+	mr.FastForward(15 * time.Second) // the heartbeat expires, and the sweeper's own
+	s.Resync()                       // which its writer writes again
+	testkit.Eventually(t, time.Second, "own heartbeat", func() bool { return mr.Exists(heartbeatKey(prefix, "gw-live")) })
 	if err := s.sweep(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/protocol"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -26,8 +27,17 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // newTestStore starts a store closed (if not already) at the end of the test.
 func newTestStore(t *testing.T, c redis.UniversalClient, prefix, gw string, ttl time.Duration, m *metrics.Metrics) *Redis {
 	t.Helper()
-	s := NewRedis(c, RedisOptions{Prefix: prefix, GatewayID: gw, Addr: "10.0.0.1:8080", TTL: ttl,
-		Logger: quietLogger(), Metrics: m})
+	return startStore(t, c, RedisOptions{Prefix: prefix, GatewayID: gw, Addr: "10.0.0.1:8080", TTL: ttl, Metrics: m})
+}
+
+// startStore starts a store with o (quiet unless o.Logger is set), closed (if not already) at
+// the end of the test.
+func startStore(t *testing.T, c redis.UniversalClient, o RedisOptions) *Redis {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = quietLogger()
+	}
+	s := NewRedis(c, o)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -41,6 +51,9 @@ func TestRedisContract(t *testing.T) {
 	srv := testkit.StartRedis(t)
 	runContract(t, func(t *testing.T) (Store, string) {
 		return newTestStore(t, srv.Client(), testkit.Prefix(t), "gw-a", time.Second, nil), "gw-a"
+	})
+	runPageContract(t, func(t *testing.T) (Store, string) {
+		return newTestStore(t, srv.Client(), testkit.Prefix(t), "gw-p", time.Second, nil), "gw-p"
 	})
 }
 
@@ -356,3 +369,7 @@ func TestRedisCloseBoundedByContext(t *testing.T) {
 		t.Fatalf("Close took %v", d)
 	}
 }
+
+func heartbeatKey(prefix, id string) string { return rediskey.New(prefix).Heartbeat(id) }
+
+func indexKey(prefix, id string) string { return rediskey.New(prefix).GatewayConns(id) }

@@ -3,15 +3,16 @@ package presence
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
-// Retry backoff of the writer while Redis fails: 100 ms doubling to 2 s.
+// Retry backoff of the writer while Redis fails: 100 ms doubling to 2 s, and at most TTL/6, so
+// that after an outage every gateway has written its heartbeat again well before any of them
+// may sweep (see sweepAllowed).
 const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 2 * time.Second
@@ -24,6 +25,9 @@ const linger = 5 * time.Millisecond
 // write is the single writer: it sends queued changes, refreshes the heartbeat every TTL/3 and
 // writes everything back when Redis may have lost it. It is the only goroutine that writes
 // this gateway's fields, so changes reach Redis in the order they were made.
+//
+// Failed writes are retried until they succeed, counted (presence_write_failures_total), and
+// logged twice per streak: when it starts and when it ends, with the count and the error.
 func (r *Redis) write() {
 	defer r.wg.Done()
 	hb := time.NewTicker(r.ttl / 3)
@@ -31,7 +35,10 @@ func (r *Redis) write() {
 	var (
 		retry   <-chan time.Time // non-nil while backing off
 		backoff time.Duration
+		failed  int   // failures in the current streak
+		lastErr error // the streak's last error
 	)
+	capBackoff := min(maxBackoff, max(r.ttl/6, 10*time.Millisecond))
 	for {
 		hbDue := false // a failed round trip asks for a write-back, which includes the heartbeat
 		select {
@@ -56,22 +63,38 @@ func (r *Redis) write() {
 		err := r.sync(ctx, hbDue)
 		cancel()
 		if err == nil {
-			if backoff > 0 {
-				r.log.Info("presence: redis writes recovered")
+			if failed > 0 {
+				r.log.Info("presence: redis writes recovered", "failures", failed,
+					"for", r.now().Sub(r.WriteFailingSince()).Round(time.Millisecond), "err", lastErr)
+				r.failingSince.Store(0)
 			}
-			backoff = 0
+			failed, backoff, lastErr = 0, 0, nil
 			continue
+		}
+		if r.ctx.Err() != nil {
+			return // closing: not a Redis failure
 		}
 		if r.metrics != nil {
 			r.metrics.PresenceFailures.Inc()
 		}
-		if backoff == 0 {
-			r.log.Warn("presence: redis write failed, retrying", "err", err)
+		r.healthySince.Store(0)
+		if failed == 0 {
+			r.failingSince.Store(r.now().UnixNano())
+			r.log.Warn("presence: redis writes failing, retrying until they succeed", "err", err)
 		}
+		failed++
+		lastErr = err
 		r.resync.Store(true) // Redis may come back empty: write everything back first
-		backoff = min(max(2*backoff, minBackoff), maxBackoff)
+		backoff = min(max(2*backoff, minBackoff), capBackoff)
 		retry = time.After(backoff)
 	}
+}
+
+// wrote records a successful write: every write refreshes this gateway's heartbeat.
+func (r *Redis) wrote() {
+	now := r.now().UnixNano()
+	r.lastOK.Store(now)
+	r.healthySince.CompareAndSwap(0, now)
 }
 
 // sync does whatever is due: a full write-back (when resync is set), the heartbeat, then the
@@ -139,111 +162,90 @@ func (r *Redis) heartbeatJSON() []byte {
 	return b
 }
 
-// setHeartbeat queues SET heartbeat PX ttl GET and SADD gateways, in that order (a sweeper
-// must never find the id in the set without its heartbeat). The GET tells whether the key was
-// missing: Redis restarted or this gateway was swept.
-func (r *Redis) setHeartbeat(ctx context.Context, p redis.Pipeliner) *redis.StatusCmd {
-	cmd := p.SetArgs(ctx, r.keys.heartbeat, r.heartbeatJSON(), redis.SetArgs{TTL: r.ttl, Get: true})
-	p.SAdd(ctx, r.keys.gateways, r.id)
-	return cmd
+// shardKeys are the KEYS of flushScript (and the first four of the others) for shard i; with
+// one shard the gateways set comes last, in the same slot.
+func (r *Redis) shardKeys(i int, extra ...string) []string {
+	s := r.shards[i]
+	ks := append([]string{s.Heartbeat(r.id), s.Conns(r.id), s.Presence(), s.Users()}, extra...)
+	if len(r.shards) == 1 {
+		ks = append(ks, r.keys.Gateways())
+	}
+	return ks
 }
 
-// execErr runs p and returns its first real error (a missing old heartbeat is not one) and
-// whether the heartbeat was missing.
-func execErr(ctx context.Context, p redis.Pipeliner, hb *redis.StatusCmd) (missing bool, err error) {
-	cmds, err := p.Exec(ctx)
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return false, err
-	}
-	for _, c := range cmds {
-		if c == hb {
-			if errors.Is(c.Err(), redis.Nil) {
-				missing = true
-				continue
-			}
-		}
-		if c.Err() != nil {
-			return false, c.Err()
-		}
-	}
-	return missing, nil
-}
+func (r *Redis) ttlMS() string { return strconv.FormatInt(r.ttl.Milliseconds(), 10) }
 
-// pipeline returns a pipeline for this store's writes. In Cluster mode it is bound to the node
-// owning the hash's slot (with a hash-tagged prefix, every key's): keyless PUBLISH would
-// otherwise go to a random node, and events from different nodes reach subscribers out of
-// order (a leave before its join).
-func (r *Redis) pipeline(ctx context.Context) (redis.Pipeliner, error) {
-	if cc, ok := r.client.(*redis.ClusterClient); ok {
-		node, err := cc.MasterForKey(ctx, r.keys.hash)
-		if err != nil {
-			return nil, fmt.Errorf("find node of %s: %w", r.keys.hash, err)
-		}
-		return node.Pipeline(), nil
-	}
-	return r.client.Pipeline(), nil
-}
-
-// heartbeat refreshes the heartbeat and reports whether it had been missing.
+// heartbeat refreshes the heartbeat (and its copy in every shard) and reports whether any was
+// missing.
 func (r *Redis) heartbeat(ctx context.Context) (bool, error) {
-	p, err := r.pipeline(ctx)
-	if err != nil {
-		return false, fmt.Errorf("presence: heartbeat: %w", err)
-	}
-	hb := r.setHeartbeat(ctx, p)
-	missing, err := execErr(ctx, p, hb)
+	missing, err := r.flushShards(ctx, make([][]any, len(r.shards)))
 	if err != nil {
 		return false, fmt.Errorf("presence: heartbeat: %w", err)
 	}
 	return missing, nil
 }
 
-// flush writes one batch of changes in one pipeline: heartbeat, HSET and SADD to the index for
-// connections whose last change is a join, HDEL and SREM for those whose last is a leave, then
-// one event per change in order. It reports whether the heartbeat had been missing.
+// flushShards runs flushScript on every shard with its changes (nil: the heartbeat only) and,
+// with several shards, refreshes the main heartbeat key and the gateways set after them.
+func (r *Redis) flushShards(ctx context.Context, per [][]any) (bool, error) {
+	hb := r.heartbeatJSON()
+	missing := false
+	for i, changes := range per {
+		if changes == nil && len(r.shards) > 1 && !r.allShards(per) {
+			continue // a batch only refreshes the shards it touches
+		}
+		args := append([]any{hb, r.ttlMS(), r.keys.Events(), r.id, r.epoch}, changes...)
+		s := r.shards[i]
+		m, err := flushScript.Run(ctx, r.client, r.shardKeys(i, s.Swept(r.id), s.Applied(r.id)), args...).Int()
+		if err != nil {
+			return false, fmt.Errorf("write shard %d: %w", i, err)
+		}
+		missing = missing || m == 1
+	}
+	if len(r.shards) > 1 {
+		old, err := r.client.SetArgs(ctx, r.keys.Heartbeat(r.id), hb, redisSetGet(r.ttl)).Result()
+		if err != nil && !isNil(err) {
+			return false, fmt.Errorf("write heartbeat: %w", err)
+		}
+		missing = missing || old == ""
+		if err := r.client.SAdd(ctx, r.keys.Gateways(), r.id).Err(); err != nil {
+			return false, fmt.Errorf("register gateway: %w", err)
+		}
+	}
+	r.wrote()
+	return missing, nil
+}
+
+// allShards reports whether per holds no changes at all (a heartbeat: every shard's copy).
+func (r *Redis) allShards(per [][]any) bool {
+	for _, c := range per {
+		if c != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// flush writes one batch of changes, in order, one script call per shard touched, publishing
+// one event per field created or deleted. It reports whether the heartbeat had been missing.
 func (r *Redis) flush(ctx context.Context, batch []change) (bool, error) {
-	last := make(map[string]change, len(batch)) // conn_id → its last change in the batch
-	for _, c := range batch {
-		last[c.user.ConnID] = c
-	}
-	var set []any
-	var add, del []string
-	for _, c := range batch {
-		id := c.user.ConnID
-		l, ok := last[id]
-		if !ok {
-			continue // already handled
-		}
-		delete(last, id)
-		if l.join {
-			set = append(set, id, presenceJSON(l.user))
-			add = append(add, id)
-		} else {
-			del = append(del, id)
-		}
-	}
-	p, err := r.pipeline(ctx)
-	if err != nil {
-		return false, fmt.Errorf("presence: flush %d changes: %w", len(batch), err)
-	}
-	hb := r.setHeartbeat(ctx, p)
-	if len(set) > 0 {
-		p.HSet(ctx, r.keys.hash, set...)
-		p.SAdd(ctx, r.keys.index, toAny(add)...)
-	}
-	if len(del) > 0 {
-		p.HDel(ctx, r.keys.hash, del...)
-		p.SRem(ctx, r.keys.index, toAny(del)...)
-	}
+	per := make([][]any, len(r.shards))
 	for _, c := range batch {
 		ev := protocol.PresenceEvent{Type: protocol.EventJoin, ConnID: c.user.ConnID, User: c.user.User, Gateway: r.id}
-		if !c.join {
-			ev.Type, ev.Reason = protocol.EventLeave, c.reason
+		op, value, rejoin := "j", []byte(nil), []byte(nil)
+		if c.join {
+			value = presenceJSON(c.user)
+			re := ev
+			re.Reason = protocol.ReasonRejoined
+			rejoin, _ = json.Marshal(re)
+		} else {
+			op, ev.Type, ev.Reason = "l", protocol.EventLeave, c.reason
 		}
 		b, _ := json.Marshal(ev)
-		p.Publish(ctx, r.keys.events, b)
+		i := r.shardOf(c.user.User)
+		per[i] = append(per[i], op, c.user.ConnID, c.user.User, value, b, rejoin, c.seq)
 	}
-	missing, err := execErr(ctx, p, hb)
+	missing, err := r.flushShards(ctx, per)
 	if err != nil {
 		return false, fmt.Errorf("presence: flush %d changes: %w", len(batch), err)
 	}
@@ -253,9 +255,11 @@ func (r *Redis) flush(ctx context.Context, batch []change) (bool, error) {
 	return missing, nil
 }
 
-// writeBack writes the heartbeat and every live connection (field and index), publishing
-// nothing: after a Redis restart, this gateway's connections are there again. Connections
-// whose join is still queued are left to flush, so no field appears before its join event.
+// writeBack writes the heartbeat and every live connection (field and index) to its shard:
+// after a Redis restart this gateway's connections are there again, publishing nothing; after
+// a sweep that removed them while this gateway was alive, each one removed comes back with a
+// "rejoined" join. Connections whose join is still queued are left to flush, so no field
+// appears before its join event.
 func (r *Redis) writeBack(ctx context.Context) error {
 	r.mu.Lock()
 	queued := make(map[string]bool) // joins still queued: written with their event by flush
@@ -264,40 +268,51 @@ func (r *Redis) writeBack(ctx context.Context) error {
 			queued[c.user.ConnID] = true
 		}
 	}
-	users := make([]protocol.User, 0, len(r.live))
+	per := make([][]protocol.User, len(r.shards))
 	for id, u := range r.live {
 		if !queued[id] {
-			users = append(users, u)
+			i := r.shardOf(u.User)
+			per[i] = append(per[i], u)
 		}
 	}
 	r.mu.Unlock()
 
-	p, err := r.pipeline(ctx)
-	if err != nil {
-		return fmt.Errorf("presence: write back: %w", err)
-	}
-	hb := r.setHeartbeat(ctx, p)
-	if _, err := execErr(ctx, p, hb); err != nil {
-		return fmt.Errorf("presence: write back heartbeat: %w", err)
-	}
-	for len(users) > 0 {
-		n := min(len(users), maxBatch)
-		chunk := users[:n]
-		users = users[n:]
-		set := make([]any, 0, 2*n)
-		ids := make([]any, 0, n)
-		for _, u := range chunk {
-			set = append(set, u.ConnID, presenceJSON(u))
-			ids = append(ids, u.ConnID)
+	hb := r.heartbeatJSON()
+	rejoined := 0
+	for i, users := range per {
+		for first := true; first || len(users) > 0; first = false {
+			n := min(len(users), maxBatch)
+			chunk := users[:n]
+			users = users[n:]
+			last := "0"
+			if len(users) == 0 {
+				last = "1"
+			}
+			args := make([]any, 0, 5+4*n)
+			args = append(args, hb, r.ttlMS(), r.keys.Events(), r.id, last)
+			for _, u := range chunk {
+				ev, _ := json.Marshal(protocol.PresenceEvent{Type: protocol.EventJoin, ConnID: u.ConnID,
+					User: u.User, Gateway: r.id, Reason: protocol.ReasonRejoined})
+				args = append(args, u.ConnID, u.User, presenceJSON(u), ev)
+			}
+			k, err := writeBackScript.Run(ctx, r.client, r.shardKeys(i, r.shards[i].Swept(r.id)), args...).Int()
+			if err != nil {
+				return fmt.Errorf("presence: write back %d connections to shard %d: %w", n, i, err)
+			}
+			rejoined += k
 		}
-		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.HSet(ctx, r.keys.hash, set...)
-			p.SAdd(ctx, r.keys.index, ids...)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("presence: write back %d connections: %w", n, err)
+	}
+	if len(r.shards) > 1 {
+		if err := r.client.Set(ctx, r.keys.Heartbeat(r.id), hb, r.ttl).Err(); err != nil {
+			return fmt.Errorf("presence: write back heartbeat: %w", err)
 		}
+		if err := r.client.SAdd(ctx, r.keys.Gateways(), r.id).Err(); err != nil {
+			return fmt.Errorf("presence: register gateway: %w", err)
+		}
+	}
+	r.wrote()
+	if rejoined > 0 {
+		r.log.Warn("presence: this gateway had been swept while alive; its connections rejoined", "connections", rejoined)
 	}
 	return nil
 }
@@ -305,12 +320,4 @@ func (r *Redis) writeBack(ctx context.Context) error {
 func presenceJSON(u protocol.User) []byte {
 	b, _ := json.Marshal(protocol.Presence{User: u.User, Gateway: u.Gateway, ConnectedAt: u.ConnectedAt})
 	return b
-}
-
-func toAny(s []string) []any {
-	a := make([]any, len(s))
-	for i, v := range s {
-		a[i] = v
-	}
-	return a
 }

@@ -60,10 +60,14 @@ type User struct {
 	ConnectedAt time.Time `json:"connected_at"`
 }
 
-// Users is the body of GET /users.
+// Users is the body of GET /users: one page of the online connections. Count is all of them
+// (HLEN), DistinctUsers how many different users that is; an empty NextCursor marks the last
+// page.
 type Users struct {
-	Count int    `json:"count"`
-	Users []User `json:"users"`
+	Count         int    `json:"count"`
+	DistinctUsers int    `json:"distinct_users"`
+	Users         []User `json:"users"`
+	NextCursor    string `json:"next_cursor"`
 }
 
 // Presence event types and leave reasons, published on the presence events channel.
@@ -74,6 +78,9 @@ const (
 	ReasonClosed      = "closed"
 	ReasonDrained     = "drained"
 	ReasonGatewayLost = "gateway_lost"
+	// ReasonRejoined is the reason of a join that writes back a connection swept while its
+	// gateway was alive (its Redis link was down longer than PRESENCE_TTL).
+	ReasonRejoined = "rejoined"
 )
 
 // PresenceEvent is one message on the presence events channel.

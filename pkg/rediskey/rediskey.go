@@ -3,8 +3,6 @@
 // "{ws}:" in Cluster mode) applies everywhere at once and no name is spelled twice.
 package rediskey
 
-import "strconv"
-
 // DefaultPrefix is the prefix of every key and channel when REDIS_PREFIX is unset.
 const DefaultPrefix = "ws:"
 
@@ -29,9 +27,6 @@ func (k Keys) Prefix() string { return k.prefix }
 // Presence is the hash of open connections: field conn_id, value the connection's JSON.
 func (k Keys) Presence() string { return k.prefix + "presence" }
 
-// PresenceShard is the i-th presence hash when PRESENCE_SHARDS > 1.
-func (k Keys) PresenceShard(i int) string { return k.prefix + "presence:" + strconv.Itoa(i) }
-
 // Users is the hash of distinct users online: field user, value their open connections.
 func (k Keys) Users() string { return k.prefix + "users" }
 
@@ -43,6 +38,13 @@ func (k Keys) Gateways() string { return k.prefix + "gateways" }
 
 // Heartbeat is a gateway's heartbeat key, with a TTL of PRESENCE_TTL.
 func (k Keys) Heartbeat(gateway string) string { return k.prefix + "gateway:" + gateway }
+
+// Swept marks a gateway whose connections a sweeper removed while it may still be alive: when it
+// comes back it writes them again with a "rejoined" join each, then deletes the mark.
+func (k Keys) Swept(gateway string) string { return k.prefix + "gateway:" + gateway + ":swept" }
+
+// Sweeper is the lease of the one gateway that checks the others' heartbeats.
+func (k Keys) Sweeper() string { return k.prefix + "presence:sweeper" }
 
 // GatewayConns is the set of conn_ids a gateway owns, so a sweep never scans the presence hash.
 func (k Keys) GatewayConns(gateway string) string { return k.prefix + "gateway:" + gateway + ":conns" }
