@@ -19,9 +19,10 @@ import (
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// newTestRedis returns a broker whose background checker stays idle (the tests call Check).
 func newTestRedis(t *testing.T, c redis.UniversalClient, prefix string, m *metrics.Metrics) *Redis {
 	t.Helper()
-	b := NewRedis(c, RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m})
+	b := NewRedis(c, RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m, CheckInterval: time.Hour})
 	t.Cleanup(func() { b.Close() })
 	return b
 }
@@ -48,6 +49,21 @@ func ticker(t *testing.T, b *Redis, from int64) {
 				seq++
 			}
 			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+}
+
+// slowTicker is ticker at one frame per 100 ms: the canary's slack is 2 frames, and the
+// background checker must not take a frame in flight for a deaf subscription.
+func slowTicker(t *testing.T, b *Redis, from int64) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		for seq := from; ctx.Err() == nil; seq++ {
+			_ = b.Publish(ctx, frame(seq))
+			time.Sleep(100 * time.Millisecond)
 		}
 	}()
 }
@@ -120,7 +136,7 @@ func TestRedisResubscribeAfterClientKill(t *testing.T) {
 	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {
 		t.Fatalf("PubSubReconnects = %v", got)
 	}
-	if err := b.Ready(context.Background()); err != nil {
+	if err := b.Check(context.Background()); err != nil {
 		t.Fatalf("ready after reconnect: %v", err)
 	}
 }
@@ -140,7 +156,7 @@ func TestRedisRestart(t *testing.T) {
 	ticker(t, b, 1000)
 	waitMore(t, &r, 3, 2*time.Second)
 	srv.Kill()
-	if err := b.Ready(context.Background()); err == nil {
+	if err := b.Check(context.Background()); err == nil {
 		t.Fatal("ready while Redis is down")
 	}
 	srv.Restart()
@@ -149,7 +165,7 @@ func TestRedisRestart(t *testing.T) {
 	if got := testutil.ToFloat64(m.PubSubReconnects); got < 1 {
 		t.Fatalf("PubSubReconnects = %v", got)
 	}
-	waitTrue(t, 5*time.Second, "ready", func() bool { return b.Ready(context.Background()) == nil })
+	waitTrue(t, 5*time.Second, "ready", func() bool { return b.Check(context.Background()) == nil })
 }
 
 // TestRedisCanary checks Ready against ticker:last: not fooled by a value older than the
@@ -167,7 +183,7 @@ func TestRedisCanary(t *testing.T) {
 	var hooks atomic.Int32
 	b.OnResubscribe(func() { hooks.Add(1) })
 
-	if err := b.Ready(ctx); err != nil { // not subscribed, no ticker
+	if err := b.Check(ctx); err != nil { // not subscribed, no ticker
 		t.Fatalf("ready before subscribe: %v", err)
 	}
 	// A ticker has been running for a while before this gateway subscribed.
@@ -176,21 +192,21 @@ func TestRedisCanary(t *testing.T) {
 	if err := b.Subscribe(ctx, r.fn); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Ready(ctx); err != nil {
+	if err := b.Check(ctx); err != nil {
 		t.Fatalf("ready right after subscribing: %v", err)
 	}
 	c.Set(ctx, last, 5002, time.Minute) // two ticks not (yet) seen: tolerated
-	if err := b.Ready(ctx); err != nil {
+	if err := b.Check(ctx); err != nil {
 		t.Fatalf("ready 2 ahead: %v", err)
 	}
 	// Another process moves ticker:last without publishing: to this gateway that is exactly
 	// what a deaf subscription looks like.
 	c.Set(ctx, last, 5010, time.Minute)
-	err := b.Ready(ctx)
+	err := b.Check(ctx)
 	if err == nil || !strings.Contains(err.Error(), "wedged") {
 		t.Fatalf("ready with ticker:last far ahead: %v", err)
 	}
-	if err := b.Ready(ctx); err != nil {
+	if err := b.Check(ctx); err != nil {
 		t.Fatalf("ready after resubscribing: %v", err)
 	}
 	waitTrue(t, 2*time.Second, "hook", func() bool { return hooks.Load() == 1 })
@@ -213,12 +229,12 @@ func TestRedisCanary(t *testing.T) {
 		}
 	}
 	r.waitLen(t, 9)
-	if err := b.Ready(ctx); err != nil {
+	if err := b.Check(ctx); err != nil {
 		t.Fatalf("ready while delivering: %v", err)
 	}
 	// The ticker stops: ticker:last expires. Not an error.
 	c.Del(ctx, last)
-	if err := b.Ready(ctx); err != nil {
+	if err := b.Check(ctx); err != nil {
 		t.Fatalf("ready without ticker: %v", err)
 	}
 }
@@ -343,7 +359,8 @@ func TestRedisWedgedSubscription(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	prefix := testkit.Prefix(t)
 	m := metrics.New()
-	b := newTestRedis(t, c, prefix, m)
+	b := NewRedis(c, RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m, CheckInterval: 50 * time.Millisecond})
+	t.Cleanup(func() { b.Close() })
 	var hooks atomic.Int32
 	b.OnResubscribe(func() { hooks.Add(1) })
 	var r recorder
@@ -351,9 +368,9 @@ func TestRedisWedgedSubscription(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub := newTestRedis(t, srv.Client(), prefix, nil) // the ticker, connected directly
-	ticker(t, pub, 1000)
+	slowTicker(t, pub, 1000)
 	waitMore(t, &r, 3, 2*time.Second)
-	if err := b.Ready(context.Background()); err != nil {
+	if err := b.Check(context.Background()); err != nil {
 		t.Fatalf("ready while delivering: %v", err)
 	}
 
@@ -362,21 +379,17 @@ func TestRedisWedgedSubscription(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	stalled := len(r.get())
-	var readyErr error
-	waitTrue(t, 3*time.Second, "Ready to report the wedge", func() bool {
-		readyErr = b.Ready(context.Background())
-		return readyErr != nil
+	// Nobody calls Check: the broker's own checker notices, reports it and resubscribes.
+	var h Health
+	waitTrue(t, 3*time.Second, "Health to report the wedge", func() bool {
+		h = b.Health()
+		return strings.Contains(h.Subscription, "wedged")
 	})
-	if !strings.Contains(readyErr.Error(), "wedged") {
-		t.Fatalf("ready: %v", readyErr)
-	}
 	if got := len(r.get()); got > stalled+1 {
 		t.Fatalf("frames kept arriving on the deaf connection: %d → %d", stalled, got)
 	}
-	waitMore(t, &r, 5, 2*time.Second) // on the new subscription
-	if err := b.Ready(context.Background()); err != nil {
-		t.Fatalf("ready after the repair: %v", err)
-	}
+	waitMore(t, &r, 5, 3*time.Second) // on the new subscription
+	waitTrue(t, 2*time.Second, "health after the repair", func() bool { return b.Health().OK() })
 	waitTrue(t, time.Second, "hook", func() bool { return hooks.Load() == 1 })
 	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {
 		t.Fatalf("PubSubReconnects = %v", got)
