@@ -83,7 +83,7 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 
 	srv := NewServer(log, m, b, store, Options{
 		ID: cfg.ID, MaxN: cfg.FibMaxN, Rate: cfg.FibRate, Burst: cfg.FibBurst,
-		ReadLimit: cfg.ReadLimit, AllowedOrigins: cfg.AllowedOrigins,
+		ReadLimit: cfg.ReadLimit, AllowedOrigins: cfg.AllowedOrigins, TickInterval: cfg.TickInterval,
 	})
 	if err := srv.Start(); err != nil {
 		return err
