@@ -172,3 +172,37 @@ func TestRedisLeaseRenewAfterError(t *testing.T) {
 		t.Fatal("a did not renew its own key after the error")
 	}
 }
+
+// TestRedisLeaseReadBack: a claim runs on the server but its answer never reaches the client
+// (the link to Redis goes mute, the client times out). The holder must not guess: it reads the
+// lease back (right away when it can, else at the next Hold) and finds it holds it.
+//
+// Fails before the read-back: the holder took the timeout for "not held", and its next SET NX
+// failed on its own key, so nobody published until that key expired (LEASE_TTL).
+func TestRedisLeaseReadBack(t *testing.T) {
+	t.Parallel()
+	srv := testkit.StartRedis(t)
+	proxy := testkit.StartToxiproxy(t, srv.Addr())
+	c := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1, ReadTimeout: 300 * time.Millisecond})
+	t.Cleanup(func() { c.Close() })
+	key := testkit.Prefix(t) + "ticker:leader"
+	l := NewRedis(c, key, "ticker-a", 5*time.Second)
+	// A live pooled connection with the script loaded, so the claim itself goes out.
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_ = holdScript.Load(context.Background(), c).Err()
+	// Answers from Redis are swallowed: commands still arrive and run.
+	proxy.Add(t, `{"name":"mute","type":"timeout","stream":"downstream","attributes":{"timeout":0}}`)
+	ok, err := l.Hold(context.Background())
+	if ok || err == nil {
+		t.Fatalf("Hold with a mute link: %v, %v; want an error", ok, err)
+	}
+	if v := srv.Client().Get(context.Background(), key).Val(); v != "ticker-a" {
+		t.Fatalf("the claim did not run on the server: key holds %q", v)
+	}
+	proxy.Remove(t, "mute") // the timed-out connections were dropped: the next Hold dials afresh
+	if ok, err := l.Hold(context.Background()); !ok {
+		t.Fatalf("Hold after the link came back: %v, %v; want held (its own key)", ok, err)
+	}
+}
