@@ -21,6 +21,25 @@ func newGate() *gate  { return &gate{ch: make(chan struct{})} }
 func (g *gate) wait() { <-g.ch }
 func (g *gate) open() { g.once.Do(func() { close(g.ch) }) }
 
+// subscribeGated subscribes r to b through a callback that blocks on its first frame until
+// the returned gate opens.
+func subscribeGated(t *testing.T, b *Redis, r *recorder) *gate {
+	t.Helper()
+	g := newGate()
+	t.Cleanup(g.open)
+	first := true
+	if err := b.Subscribe(context.Background(), func(f []byte) {
+		if first {
+			first = false
+			g.wait()
+		}
+		r.fn(f)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
 // TestRedisSlowConsumerNoResubscribeNoLoss: the callback blocks for 3 s (the hub stuck on
 // slow sockets) while the ticker publishes every 20 ms. The canary counts frames read from
 // Redis, so the subscription is not taken for wedged, and every frame is delivered once the
@@ -37,19 +56,8 @@ func TestRedisSlowConsumerNoResubscribeNoLoss(t *testing.T) {
 	b := NewRedis(srv.Client(), RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m,
 		TickInterval: 20 * time.Millisecond, CheckInterval: 50 * time.Millisecond})
 	t.Cleanup(func() { b.Close() })
-	g := newGate()
-	t.Cleanup(g.open)
 	var r recorder
-	first := true
-	if err := b.Subscribe(context.Background(), func(f []byte) {
-		if first {
-			first = false
-			g.wait()
-		}
-		r.fn(f)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	g := subscribeGated(t, b, &r)
 	pub := newTestRedis(t, srv.Client(), prefix, nil)
 	ctx := context.Background()
 	const n = 150 // 3 s at 20 ms
@@ -88,19 +96,8 @@ func TestRedisResubscribeKeepsBufferedFrames(t *testing.T) {
 	b := NewRedis(c, RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m,
 		CheckInterval: 50 * time.Millisecond})
 	t.Cleanup(func() { b.Close() })
-	g := newGate()
-	t.Cleanup(g.open)
 	var r recorder
-	first := true
-	if err := b.Subscribe(context.Background(), func(f []byte) {
-		if first {
-			first = false
-			g.wait()
-		}
-		r.fn(f)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	g := subscribeGated(t, b, &r)
 	pub := newTestRedis(t, c, prefix, nil)
 	ctx := context.Background()
 	for seq := int64(1); seq <= 5; seq++ {

@@ -37,7 +37,10 @@ func TestRedisContract(t *testing.T) {
 
 // ticker publishes a frame every 20 ms with a growing seq until the test ends, ignoring errors
 // (Redis may be down on purpose).
-func ticker(t *testing.T, b *Redis, from int64) {
+func ticker(t *testing.T, b *Redis, from int64) { tickerEvery(t, b, from, 20*time.Millisecond) }
+
+// tickerEvery is ticker with another period.
+func tickerEvery(t *testing.T, b *Redis, from int64, period time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
@@ -48,22 +51,7 @@ func ticker(t *testing.T, b *Redis, from int64) {
 			if b.Publish(ctx, frame(seq)) == nil {
 				seq++
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-}
-
-// slowTicker is ticker at one frame per 100 ms: the canary's slack is 2 frames, and the
-// background checker must not take a frame in flight for a deaf subscription.
-func slowTicker(t *testing.T, b *Redis, from int64) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	go func() {
-		defer close(done)
-		for seq := from; ctx.Err() == nil; seq++ {
-			_ = b.Publish(ctx, frame(seq))
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(period)
 		}
 	}()
 }
@@ -368,7 +356,9 @@ func TestRedisWedgedSubscription(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub := newTestRedis(t, srv.Client(), prefix, nil) // the ticker, connected directly
-	slowTicker(t, pub, 1000)
+	// One frame per 100 ms: the canary's slack is 2 frames, and the background checker must
+	// not take a frame in flight for a deaf subscription.
+	tickerEvery(t, pub, 1000, 100*time.Millisecond)
 	waitMore(t, &r, 3, 2*time.Second)
 	if err := b.Check(context.Background()); err != nil {
 		t.Fatalf("ready while delivering: %v", err)
