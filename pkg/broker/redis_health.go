@@ -113,7 +113,8 @@ func (r *Redis) noteReachability(now time.Time) {
 // Check makes one round trip (a GET of ticker:last) and checks the canary: when ticker:last
 // is more than 2 ahead of both the newest seq read and the value seen at (re)subscription,
 // the subscription is deaf, so Check replaces it (bounded by ctx) and returns an error naming
-// the problem, which Health reports until a later check finds the subscription delivering.
+// the problem, which Health reports while the resubscription is under way (and after it, if
+// it failed, until a later check finds the subscription delivering).
 // A missing ticker:last (no ticker running) is fine. The background checker calls it every
 // CheckInterval; tests may call it directly.
 func (r *Redis) Check(ctx context.Context) error {
@@ -147,6 +148,7 @@ func (r *Redis) Check(ctx context.Context) error {
 	if err := r.subscribe(ctx, true); err != nil {
 		return fmt.Errorf("%w; resubscribe: %w", wedged, err)
 	}
+	r.setProblem("") // a new subscription, judged from its own base from now on
 	return wedged
 }
 
