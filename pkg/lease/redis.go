@@ -20,8 +20,8 @@ var ErrClockSkew = errors.New("lease: clock off Redis TIME")
 // taken or renewed by one compare-then-act script and released by another, so a holder whose
 // key expired and was taken by another can never extend or delete the new holder's key.
 //
-// With WithClock, every Hold first compares the holder's clock with Redis TIME: a holder
-// whose clock is off steps aside (releases the lease) so one with a sound clock publishes.
+// With WithClock, every Hold also compares the holder's clock with Redis TIME: a holder whose
+// clock is off steps aside (releases the lease) so one with a sound clock publishes.
 // A Hold whose command fails on the client (a timeout: the command may still have run) is
 // resolved by reading the key back, not by guessing.
 type Redis struct {
@@ -95,29 +95,47 @@ func NewRedis(client redis.UniversalClient, key, id string, ttl time.Duration, o
 	return r
 }
 
-// Hold checks the clock (with WithClock), then takes or renews the lease. It returns whether
-// the lease is held now. While the clock is off it releases the lease and returns false with
-// an error wrapping ErrClockSkew. When the command fails it reads the key back: held if the
-// key holds this id (the command ran though the client gave up), otherwise false with the
-// error (a holder that cannot renew must stop).
+// Hold takes or renews the lease and, with WithClock, compares the clock with Redis TIME in
+// the same round trip. It returns whether the lease is held now. While the clock is off it
+// releases the lease at once (it was never used: only a true return lets the ticker publish)
+// and returns false with an error wrapping ErrClockSkew. When the command fails it reads the
+// key back: held if the key holds this id (the command ran though the client gave up),
+// otherwise false with the error (a holder that cannot renew must stop).
 func (r *Redis) Hold(ctx context.Context) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.maxSkew > 0 {
-		if err := r.checkClock(ctx); err != nil {
-			if errors.Is(err, ErrClockSkew) {
-				if rerr := r.release(ctx); rerr != nil {
-					return false, fmt.Errorf("%w; %w", err, rerr)
-				}
+	var timeCmd *redis.TimeCmd
+	var holdCmd *redis.Cmd
+	before := r.now()
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if r.maxSkew > 0 {
+			timeCmd = p.Time(ctx)
+		}
+		// EVAL, not EVALSHA: a pipeline cannot fall back on NOSCRIPT, and the script is small.
+		holdCmd = holdScript.Eval(ctx, p, []string{r.key}, r.id, r.ttl.Milliseconds())
+		return nil
+	})
+	after := r.now()
+	if err != nil {
+		return r.readBack(ctx, fmt.Errorf("lease: hold %s: %w", r.key, err))
+	}
+	n, err := holdCmd.Int64()
+	if err != nil {
+		return r.readBack(ctx, fmt.Errorf("lease: hold %s: %w", r.key, err))
+	}
+	if timeCmd != nil {
+		if err := r.checkClock(before, after, timeCmd.Val()); err != nil {
+			if rerr := r.release(ctx); rerr != nil {
+				return false, fmt.Errorf("%w; %w", err, rerr)
 			}
 			return false, err
 		}
 	}
-	n, err := holdScript.Run(ctx, r.client, []string{r.key}, r.id, r.ttl.Milliseconds()).Int64()
-	if err == nil {
-		return n == 1, nil
-	}
-	err = fmt.Errorf("lease: hold %s: %w", r.key, err)
+	return n == 1, nil
+}
+
+// readBack resolves a Hold whose command failed: the lease is held if the key holds this id.
+func (r *Redis) readBack(ctx context.Context, err error) (bool, error) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackTimeout)
 	defer cancel()
 	v, gerr := r.client.Get(rctx, r.key).Result()
@@ -130,16 +148,11 @@ func (r *Redis) Hold(ctx context.Context) (bool, error) {
 	return false, fmt.Errorf("%w; read back: %w", err, gerr)
 }
 
-// checkClock measures this holder's clock against Redis TIME, sets the offset gauge, and
-// returns an error wrapping ErrClockSkew when the clock is off by more than maxSkew for
-// certain (beyond half the round trip, the measurement's uncertainty).
-func (r *Redis) checkClock(ctx context.Context) error {
-	before := r.now()
-	server, err := r.client.Time(ctx).Result()
-	if err != nil {
-		return fmt.Errorf("lease: read redis time: %w", err)
-	}
-	after := r.now()
+// checkClock compares this holder's clock, read before and after the round trip, with Redis
+// TIME, sets the offset gauge, and returns an error wrapping ErrClockSkew when the clock is
+// off by more than maxSkew for certain (beyond half the round trip, the measurement's
+// uncertainty).
+func (r *Redis) checkClock(before, after, server time.Time) error {
 	rtt := after.Sub(before)
 	if rtt < 0 { // the clock stepped during the round trip: measure against the later reading
 		rtt = 0

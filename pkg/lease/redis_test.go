@@ -2,12 +2,16 @@ package lease
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"github.com/wsgw/wsgw/internal/testkit"
+	"github.com/wsgw/wsgw/pkg/metrics"
 )
 
 func hold(t *testing.T, l *Redis) bool {
@@ -204,5 +208,42 @@ func TestRedisLeaseReadBack(t *testing.T) {
 	proxy.Remove(t, "mute") // the timed-out connections were dropped: the next Hold dials afresh
 	if ok, err := l.Hold(context.Background()); !ok {
 		t.Fatalf("Hold after the link came back: %v, %v; want held (its own key)", ok, err)
+	}
+}
+
+// TestRedisLeaseClockCheck: with WithClock, a holder whose clock is off Redis TIME by more than
+// the allowed skew gives the lease up and cannot take it; with a sound clock it holds, on a
+// plain server and on a Cluster (where TIME and the lease script may go to different nodes).
+func TestRedisLeaseClockCheck(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]redis.UniversalClient{
+		"standalone": testkit.StartRedis(t).Client(),
+		"cluster":    testkit.StartCluster(t).Client(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			var skew atomic.Int64
+			now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+			key := testkit.HashTagPrefix(t) + "ticker:leader"
+			m := metrics.New()
+			a := NewRedis(c, key, "a", 5*time.Second, WithClock(now, 500*time.Millisecond), WithMetrics(m))
+			b := NewRedis(c, key, "b", 5*time.Second, WithClock(time.Now, 500*time.Millisecond))
+			if !hold(t, a) {
+				t.Fatal("a with a sound clock did not take the lease")
+			}
+			skew.Store(int64(-time.Hour))
+			if ok, err := a.Hold(context.Background()); ok || !errors.Is(err, ErrClockSkew) {
+				t.Fatalf("a an hour behind: %v, %v; want false, ErrClockSkew", ok, err)
+			}
+			if off := testutil.ToFloat64(m.ClockOffset); off > -3500 {
+				t.Fatalf("ticker_clock_offset_seconds = %v, want about -3600", off)
+			}
+			if !hold(t, b) {
+				t.Fatal("b did not take the lease a gave up")
+			}
+			skew.Store(0)
+			if hold(t, a) {
+				t.Fatal("a took b's lease")
+			}
+		})
 	}
 }
