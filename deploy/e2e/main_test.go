@@ -70,8 +70,9 @@ func binaries(t *testing.T) string {
 }
 
 // startCluster starts 3 gateways, 2 tickers, HAProxy and a redis-server for this test, stopped
-// when it ends. On failure the tail of every log is printed.
-func startCluster(t *testing.T) *localcluster.Cluster {
+// when it ends. On failure the tail of every log is printed. tune may change the options
+// (another Redis, more environment) before the start.
+func startCluster(t *testing.T, tune ...func(*localcluster.Options)) *localcluster.Cluster {
 	t.Helper()
 	testkit.Need(t, "redis-server")
 	testkit.Need(t, "haproxy")
@@ -80,9 +81,13 @@ func startCluster(t *testing.T) *localcluster.Cluster {
 	defer cancel()
 	var progress strings.Builder
 	start := time.Now()
-	c, err := localcluster.Start(ctx, localcluster.Options{
+	o := localcluster.Options{
 		Dir: t.TempDir(), BinDir: bin, Gateways: 3, Tickers: 2, Env: clusterEnv, Stdout: &progress,
-	})
+	}
+	for _, f := range tune {
+		f(&o)
+	}
+	c, err := localcluster.Start(ctx, o)
 	if err != nil {
 		t.Fatalf("start cluster: %v\n%s", err, progress.String())
 	}

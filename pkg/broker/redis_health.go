@@ -11,9 +11,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// maxProbes bounds the round trips in flight: with a slow Redis (say 2 s per command) probes
-// overlap, so one arrives every CheckInterval instead of every CheckInterval + latency.
-const maxProbes = 8
+// maxProbes bounds the round trips in flight. Two let a slow Redis (say 2 s per command) be
+// probed back to back, so successes keep coming within the unreachable threshold; more would
+// make the pool dial new connections, whose handshakes cost round trips of their own.
+const maxProbes = 2
 
 // healthState is what the background checker found. Safe for concurrent use.
 type healthState struct {
@@ -134,6 +135,13 @@ func (r *Redis) Check(ctx context.Context) error {
 		return nil
 	}
 	seen := max(r.received.Load(), r.base.Load())
+	if seen == 0 {
+		// No ticker when this subscription began and no tick read yet: a ticker has just
+		// started, and its first ticks may still be on their way. Its value is the base.
+		r.base.CompareAndSwap(0, last)
+		r.setProblem("")
+		return nil
+	}
 	if last <= seen+canarySlack {
 		r.setProblem("")
 		return nil
