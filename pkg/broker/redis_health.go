@@ -23,8 +23,9 @@ type healthState struct {
 	inFlight atomic.Int32 // probes running
 
 	mu          sync.Mutex
-	unreachable bool   // logged as such
-	problem     string // the subscription's, empty when it delivers
+	unreachable bool      // logged as such
+	problem     string    // the subscription's, empty when it delivers
+	behindSince time.Time // since when ticker:last has been ahead of the canary; zero: not
 }
 
 // Health reports the background checker's last findings, without I/O. Before the first
@@ -113,7 +114,8 @@ func (r *Redis) noteReachability(now time.Time) {
 
 // Check makes one round trip (a GET of ticker:last) and checks the canary: when ticker:last
 // is more than 2 ahead of both the newest seq read and the value seen at (re)subscription,
-// the subscription is deaf, so Check replaces it (bounded by ctx) and returns an error naming
+// and still is after UnreachableAfter (frames in flight on a slow link), the subscription is
+// deaf, so Check replaces it (bounded by ctx) and returns an error naming
 // the problem, which Health reports while the resubscription is under way (and after it, if
 // it failed, until a later check finds the subscription delivering).
 // A missing ticker:last (no ticker running) is fine. The background checker calls it every
@@ -143,7 +145,22 @@ func (r *Redis) Check(ctx context.Context) error {
 		return nil
 	}
 	if last <= seen+canarySlack {
+		r.health.mu.Lock()
+		r.health.behindSince = time.Time{}
+		r.health.mu.Unlock()
 		r.setProblem("")
+		return nil
+	}
+	// Ahead, but the frames may still be on their way: a slow link delays them as much as it
+	// delays this GET, and a slow ticker skips seqs. Deaf only when the subscription is still
+	// behind after UnreachableAfter, the same budget a round trip gets.
+	r.health.mu.Lock()
+	if r.health.behindSince.IsZero() {
+		r.health.behindSince = time.Now()
+	}
+	behind := time.Since(r.health.behindSince)
+	r.health.mu.Unlock()
+	if behind < r.limit {
 		return nil
 	}
 	wedged := fmt.Errorf("broker: subscription wedged: %s is %d, last received %d", r.lastKey, last, seen)
@@ -156,6 +173,9 @@ func (r *Redis) Check(ctx context.Context) error {
 	if err := r.subscribe(ctx, true); err != nil {
 		return fmt.Errorf("%w; resubscribe: %w", wedged, err)
 	}
+	r.health.mu.Lock()
+	r.health.behindSince = time.Time{}
+	r.health.mu.Unlock()
 	r.setProblem("") // a new subscription, judged from its own base from now on
 	return wedged
 }

@@ -167,7 +167,9 @@ func TestRedisCanary(t *testing.T) {
 	last := prefix + "ticker:last"
 	ctx := context.Background()
 	m := metrics.New()
-	b := newTestRedis(t, c, prefix, m)
+	b := NewRedis(c, RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m,
+		CheckInterval: time.Hour, UnreachableAfter: 200 * time.Millisecond})
+	t.Cleanup(func() { b.Close() })
 	var hooks atomic.Int32
 	b.OnResubscribe(func() { hooks.Add(1) })
 
@@ -190,6 +192,10 @@ func TestRedisCanary(t *testing.T) {
 	// Another process moves ticker:last without publishing: to this gateway that is exactly
 	// what a deaf subscription looks like.
 	c.Set(ctx, last, 5010, time.Minute)
+	if err := b.Check(ctx); err != nil { // frames may be in flight: not yet
+		t.Fatalf("check right after ticker:last ran ahead: %v", err)
+	}
+	time.Sleep(250 * time.Millisecond) // UnreachableAfter: still behind, so deaf
 	err := b.Check(ctx)
 	if err == nil || !strings.Contains(err.Error(), "wedged") {
 		t.Fatalf("ready with ticker:last far ahead: %v", err)
@@ -370,7 +376,7 @@ func TestRedisWedgedSubscription(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	stalled := len(r.get())
 	// Nobody calls Check: the broker's own checker notices and resubscribes.
-	waitTrue(t, 3*time.Second, "the checker to resubscribe", func() bool {
+	waitTrue(t, 6*time.Second, "the checker to resubscribe", func() bool {
 		return testutil.ToFloat64(m.PubSubReconnects) >= 1
 	})
 	if got := len(r.get()); got > stalled+1 {
