@@ -120,6 +120,11 @@ func Run(ctx context.Context, publish Publish, o Options) error {
 		if !held {
 			continue
 		}
+		if cur := protocol.TickSeq(o.Now(), o.Interval); cur > seq {
+			// Hold outlasted the boundary (a slow or returning Redis): publish the tick of
+			// now, not a stale one that would reach clients late and out of step.
+			seq, last = cur, cur
+		}
 		if err := publish(ctx, protocol.TimeFrame(seq, o.Interval)); err != nil {
 			if ctx.Err() == nil {
 				o.Logger.Warn("tick: publish", "seq", seq, "err", fmt.Errorf("tick: publish %d: %w", seq, err))
