@@ -76,7 +76,10 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	prefix := cfg.Redis.KeyPrefix()
 	b := broker.NewRedis(client, broker.RedisOptions{Prefix: prefix, TickInterval: cfg.TickInterval, Logger: log})
 	defer b.Close()
-	l := lease.NewRedis(client, rediskey.New(prefix).TickerLeader(), cfg.ID, cfg.LeaseTTL)
+	// The lease compares this clock with Redis TIME at every renewal and steps aside while
+	// they differ by more than half an interval (docs/PROTOCOL.md, Ticks).
+	l := lease.NewRedis(client, rediskey.New(prefix).TickerLeader(), cfg.ID, cfg.LeaseTTL,
+		lease.WithClock(time.Now, cfg.TickInterval/2), lease.WithMetrics(m))
 	log.Info("ticker starting", "interval", cfg.TickInterval, "lease_ttl", cfg.LeaseTTL, "prefix", prefix)
 	err = tick.Run(ctx, b.Publish, tick.Options{Interval: cfg.TickInterval, Lease: l, Logger: log, Metrics: m})
 	log.Info("ticker stopped")

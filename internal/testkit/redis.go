@@ -180,6 +180,8 @@ func (s *Redis) args() []string {
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--protected-mode", "no",
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no",
 		"--loglevel", "warning",
+		// Fault tests freeze the server with DEBUG SLEEP (from loopback only).
+		"--enable-debug-command", "local",
 	}
 	return append(a, s.extra...)
 }

@@ -51,8 +51,8 @@ func (m *Memory) Subscribe(ctx context.Context, fn func([]byte)) error {
 	return nil
 }
 
-// Ready always succeeds: there is nothing to lose contact with.
-func (m *Memory) Ready(context.Context) error { return nil }
+// Health is always healthy: there is nothing to lose contact with.
+func (m *Memory) Health() Health { return Health{} }
 
 // Close drops every subscriber.
 func (m *Memory) Close() error {

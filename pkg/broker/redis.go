@@ -4,16 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/wsgw/wsgw/pkg/config"
-	"github.com/wsgw/wsgw/pkg/rediskey"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/protocol"
+	"github.com/wsgw/wsgw/pkg/rediskey"
 )
 
 // RedisOptions configure NewRedis. Zero values mean the documented defaults.
@@ -24,6 +25,13 @@ type RedisOptions struct {
 	// TickInterval is the ticker's interval; the canary key lives 10 × TickInterval.
 	// Defaults to TICK_INTERVAL's default (pkg/config).
 	TickInterval time.Duration
+	// CheckInterval is how often the background checker starts a round trip to Redis (a GET
+	// of the canary key) once subscribed. A slow round trip does not delay the next one.
+	// Defaults to 500ms.
+	CheckInterval time.Duration
+	// UnreachableAfter is how long without a successful round trip makes Redis unreachable
+	// (docs/PROTOCOL.md, /readyz: 3 s). Defaults to 3s.
+	UnreachableAfter time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics may be nil.
@@ -34,12 +42,19 @@ type RedisOptions struct {
 //
 // One Redis subscription per broker: the first Subscribe opens it and it stays open until
 // Close; later Subscribe calls share it and the broker fans each frame out locally to every
-// registered fn, in registration order, from one goroutine at a time.
+// registered fn, in registration order, from one delivery goroutine.
 //
-// go-redis reconnects and resubscribes by itself; every re-subscription after the first is
-// counted in Metrics.PubSubReconnects and reported to the OnResubscribe hooks (the gateway
-// writes presence back then, since Redis may have restarted empty). Ready detects a
-// subscription that is up but deaf with the ticker:last canary and replaces it.
+// The subscription's reader never waits on the fns: it appends each frame to a queue the
+// delivery goroutine drains, so a slow fn neither stalls the Redis connection nor hides
+// frames from the canary, and frames read by a subscription that is then replaced are still
+// delivered.
+//
+// The broker owns the health of its subscription: once subscribed, a background checker
+// makes a round trip every CheckInterval, compares ticker:last with the newest seq read
+// (the canary) and resubscribes when the subscription is deaf. Health reports what it found.
+// go-redis also reconnects and resubscribes by itself; every re-subscription after the first
+// is counted in Metrics.PubSubReconnects and reported to the OnResubscribe hooks (the gateway
+// writes presence back then, since Redis may have restarted empty).
 type Redis struct {
 	client  redis.UniversalClient
 	log     *slog.Logger
@@ -47,34 +62,43 @@ type Redis struct {
 	channel string
 	lastKey string
 	ttl     time.Duration
+	every   time.Duration // CheckInterval
+	limit   time.Duration // UnreachableAfter
 
 	mu     sync.Mutex
 	ps     *redis.PubSub // current subscription; nil before the first Subscribe
 	subs   []*redisSub
 	hooks  []func()
 	closed bool
+	bg     context.Context // cancelled by Close: stops the delivery and health goroutines
+	stopBG context.CancelFunc
 	wg     sync.WaitGroup
 
-	deliverMu sync.Mutex   // one delivery at a time, even while an old reader drains
-	received  atomic.Int64 // newest seq received on the subscription
-	base      atomic.Int64 // ticker:last when the current subscription was (re)established
-	resubMu   sync.Mutex   // one Ready-driven resubscription at a time
+	queue    frameQueue   // frames read, waiting for the delivery goroutine
+	received atomic.Int64 // newest seq read from any subscription
+	base     atomic.Int64 // ticker:last when the current subscription was (re)established
+	resubMu  sync.Mutex   // one resubscription at a time (first Subscribe or canary)
+	health   healthState
 }
 
 type redisSub struct{ fn func([]byte) }
 
 var _ Broker = (*Redis)(nil)
 
-// Tuning of the go-redis channel: a small buffer and a short send timeout, so a stalled reader
-// drops frames (ticks are best effort) instead of letting Redis disconnect the subscriber.
+// Tuning of the go-redis channel: the broker's reader never blocks, so the channel only
+// absorbs scheduling hiccups; the short send timeout is a last resort that drops a frame
+// rather than let Redis disconnect the subscriber.
 const (
 	redisChanSize        = 64
 	redisChanSendTimeout = time.Second
 	// resubscribeTimeout bounds a resubscription when the caller's ctx has no deadline.
 	resubscribeTimeout = 5 * time.Second
 	// canarySlack is how many ticks ticker:last may be ahead before the subscription counts
-	// as wedged (PROTOCOL.md, /readyz).
+	// as wedged (docs/PROTOCOL.md, /readyz).
 	canarySlack = 2
+	// maxQueued bounds the frames waiting for a stuck fn (17 min of ticks at 1 s): past it the
+	// oldest are dropped, as the gateway would drop them as stale anyway.
+	maxQueued = 1024
 )
 
 // NewRedis returns a broker over client, which it does not own (Close leaves it open).
@@ -88,14 +112,25 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Redis{
+	if o.CheckInterval <= 0 {
+		o.CheckInterval = 500 * time.Millisecond
+	}
+	if o.UnreachableAfter <= 0 {
+		o.UnreachableAfter = 3 * time.Second
+	}
+	r := &Redis{
 		client:  client,
 		log:     o.Logger.With("component", "broker"),
 		metrics: o.Metrics,
 		channel: rediskey.New(o.Prefix).Time(),
 		lastKey: rediskey.New(o.Prefix).TickerLast(),
 		ttl:     10 * o.TickInterval,
+		every:   o.CheckInterval,
+		limit:   o.UnreachableAfter,
 	}
+	r.bg, r.stopBG = context.WithCancel(context.Background())
+	r.queue.init()
+	return r
 }
 
 // Publish publishes frame on the channel, then sets ticker:last to its seq (with a TTL of
@@ -138,7 +173,7 @@ func (r *Redis) Publish(ctx context.Context, frame []byte) error {
 // has confirmed it (an error when Redis cannot be reached: the caller may retry); later calls
 // share it and fan out locally. fn is dropped when ctx is done or at Close.
 func (r *Redis) Subscribe(ctx context.Context, fn func([]byte)) error {
-	r.resubMu.Lock() // serializes with a concurrent first Subscribe or a Ready resubscription
+	r.resubMu.Lock() // serializes with a concurrent first Subscribe or a canary resubscription
 	defer r.resubMu.Unlock()
 	r.mu.Lock()
 	if r.closed {
@@ -151,6 +186,7 @@ func (r *Redis) Subscribe(ctx context.Context, fn func([]byte)) error {
 		if err := r.subscribe(ctx, false); err != nil {
 			return err
 		}
+		r.startBackground()
 	}
 	s := &redisSub{fn: fn}
 	r.mu.Lock()
@@ -253,7 +289,9 @@ func (r *Redis) observeBase(ctx context.Context) {
 	}
 }
 
-// read forwards frames from one subscription to the registered fns until it is closed.
+// read moves frames from one subscription to the delivery queue until the subscription is
+// closed. It never waits on a fn, so Redis never sees a slow subscriber and the canary counts
+// every frame as soon as it is read.
 func (r *Redis) read(ps *redis.PubSub, ch <-chan any) {
 	defer r.wg.Done()
 	for m := range ch {
@@ -274,31 +312,43 @@ func (r *Redis) read(ps *redis.PubSub, ch <-chan any) {
 				}()
 			}
 		case *redis.Message:
-			r.deliver(ps, []byte(m.Payload))
+			frame := []byte(m.Payload)
+			if seq, err := protocol.TickSeqOf(frame); err == nil {
+				for {
+					cur := r.received.Load()
+					if seq <= cur || r.received.CompareAndSwap(cur, seq) {
+						break
+					}
+				}
+			}
+			r.queue.push(frame)
 		}
 	}
 }
 
-func (r *Redis) deliver(ps *redis.PubSub, frame []byte) {
-	if seq, err := protocol.TickSeqOf(frame); err == nil {
-		for {
-			cur := r.received.Load()
-			if seq <= cur || r.received.CompareAndSwap(cur, seq) {
-				break
+// deliverLoop hands queued frames to the fns, in order, until Close.
+func (r *Redis) deliverLoop() {
+	defer r.wg.Done()
+	var batch [][]byte
+	for {
+		select {
+		case <-r.bg.Done():
+			return
+		case <-r.queue.ready:
+		}
+		batch = r.queue.take(batch[:0])
+		for _, frame := range batch {
+			r.mu.Lock()
+			subs, closed := r.subs, r.closed
+			r.mu.Unlock()
+			if closed {
+				return
+			}
+			for _, s := range subs {
+				s.fn(frame)
 			}
 		}
-	}
-	r.deliverMu.Lock()
-	defer r.deliverMu.Unlock()
-	r.mu.Lock()
-	if r.closed || r.ps != ps {
-		r.mu.Unlock()
-		return
-	}
-	subs := r.subs
-	r.mu.Unlock()
-	for _, s := range subs {
-		s.fn(frame)
+		clear(batch)
 	}
 }
 
@@ -324,48 +374,6 @@ func (r *Redis) resubscribed(cause string) {
 	}
 }
 
-// Ready checks the canary, in one round trip: when ticker:last is more than 2 ahead of both
-// the newest seq received and the value seen at (re)subscription, the subscription is deaf, so
-// Ready replaces it (bounded by ctx) and reports an error this time. A missing ticker:last
-// (no ticker running) is fine; an unreachable Redis is not. Before the first Subscribe there
-// is no canary to read, and Ready only pings.
-func (r *Redis) Ready(ctx context.Context) error {
-	r.mu.Lock()
-	closed, subscribed := r.closed, r.ps != nil
-	r.mu.Unlock()
-	if closed {
-		return ErrClosed
-	}
-	if !subscribed {
-		if err := r.client.Ping(ctx).Err(); err != nil {
-			return fmt.Errorf("broker: ready: ping: %w", err)
-		}
-		return nil
-	}
-	// The GET doubles as the reachability check: no separate PING.
-	last, err := r.client.Get(ctx, r.lastKey).Int64()
-	if errors.Is(err, redis.Nil) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("broker: ready: get %s: %w", r.lastKey, err)
-	}
-	seen := max(r.received.Load(), r.base.Load())
-	if last <= seen+canarySlack {
-		return nil
-	}
-	wedged := fmt.Errorf("broker: ready: subscription wedged: %s is %d, last received %d", r.lastKey, last, seen)
-	if !r.resubMu.TryLock() {
-		return wedged // a resubscription is already under way
-	}
-	defer r.resubMu.Unlock()
-	r.log.Warn("broker: subscription wedged, resubscribing", "ticker_last", last, "received", seen)
-	if err := r.subscribe(ctx, true); err != nil {
-		return fmt.Errorf("%w; resubscribe: %w", wedged, err)
-	}
-	return wedged
-}
-
 // Close stops the subscription and drops every fn. It leaves the client open.
 func (r *Redis) Close() error {
 	r.mu.Lock()
@@ -376,6 +384,7 @@ func (r *Redis) Close() error {
 	r.closed = true
 	ps := r.ps
 	r.subs = nil
+	r.stopBG()
 	r.mu.Unlock()
 	var err error
 	if ps != nil {

@@ -17,9 +17,10 @@ import (
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// newTestRedis returns a broker whose background checker stays idle (the tests call Check).
 func newTestRedis(t *testing.T, c redis.UniversalClient, prefix string, m *metrics.Metrics) *Redis {
 	t.Helper()
-	b := NewRedis(c, RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m})
+	b := NewRedis(c, RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m, CheckInterval: time.Hour})
 	t.Cleanup(func() { b.Close() })
 	return b
 }
@@ -34,7 +35,10 @@ func TestRedisContract(t *testing.T) {
 
 // ticker publishes a frame every 20 ms with a growing seq until the test ends, ignoring errors
 // (Redis may be down on purpose).
-func ticker(t *testing.T, b *Redis, from int64) {
+func ticker(t *testing.T, b *Redis, from int64) { tickerEvery(t, b, from, 20*time.Millisecond) }
+
+// tickerEvery is ticker with another period.
+func tickerEvery(t *testing.T, b *Redis, from int64, period time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
@@ -45,7 +49,7 @@ func ticker(t *testing.T, b *Redis, from int64) {
 			if b.Publish(ctx, frame(seq)) == nil {
 				seq++
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(period)
 		}
 	}()
 }
@@ -107,7 +111,7 @@ func TestRedisResubscribeAfterClientKill(t *testing.T) {
 	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {
 		t.Fatalf("PubSubReconnects = %v", got)
 	}
-	if err := b.Ready(context.Background()); err != nil {
+	if err := b.Check(context.Background()); err != nil {
 		t.Fatalf("ready after reconnect: %v", err)
 	}
 }
@@ -127,7 +131,7 @@ func TestRedisRestart(t *testing.T) {
 	ticker(t, b, 1000)
 	waitMore(t, &r, 3, 2*time.Second)
 	srv.Kill()
-	if err := b.Ready(context.Background()); err == nil {
+	if err := b.Check(context.Background()); err == nil {
 		t.Fatal("ready while Redis is down")
 	}
 	srv.Restart()
@@ -136,7 +140,7 @@ func TestRedisRestart(t *testing.T) {
 	if got := testutil.ToFloat64(m.PubSubReconnects); got < 1 {
 		t.Fatalf("PubSubReconnects = %v", got)
 	}
-	testkit.Eventually(t, 5*time.Second, "ready", func() bool { return b.Ready(context.Background()) == nil })
+	testkit.Eventually(t, 5*time.Second, "ready", func() bool { return b.Check(context.Background()) == nil })
 }
 
 // TestRedisCanary checks Ready against ticker:last: not fooled by a value older than the
@@ -150,11 +154,13 @@ func TestRedisCanary(t *testing.T) {
 	last := prefix + "ticker:last"
 	ctx := context.Background()
 	m := metrics.New()
-	b := newTestRedis(t, c, prefix, m)
+	b := NewRedis(c, RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m,
+		CheckInterval: time.Hour, UnreachableAfter: 200 * time.Millisecond})
+	t.Cleanup(func() { b.Close() })
 	var hooks atomic.Int32
 	b.OnResubscribe(func() { hooks.Add(1) })
 
-	if err := b.Ready(ctx); err != nil { // not subscribed, no ticker
+	if err := b.Check(ctx); err != nil { // not subscribed, no ticker
 		t.Fatalf("ready before subscribe: %v", err)
 	}
 	// A ticker has been running for a while before this gateway subscribed.
@@ -163,21 +169,25 @@ func TestRedisCanary(t *testing.T) {
 	if err := b.Subscribe(ctx, r.fn); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Ready(ctx); err != nil {
+	if err := b.Check(ctx); err != nil {
 		t.Fatalf("ready right after subscribing: %v", err)
 	}
 	c.Set(ctx, last, 5002, time.Minute) // two ticks not (yet) seen: tolerated
-	if err := b.Ready(ctx); err != nil {
+	if err := b.Check(ctx); err != nil {
 		t.Fatalf("ready 2 ahead: %v", err)
 	}
 	// Another process moves ticker:last without publishing: to this gateway that is exactly
 	// what a deaf subscription looks like.
 	c.Set(ctx, last, 5010, time.Minute)
-	err := b.Ready(ctx)
+	if err := b.Check(ctx); err != nil { // frames may be in flight: not yet
+		t.Fatalf("check right after ticker:last ran ahead: %v", err)
+	}
+	time.Sleep(250 * time.Millisecond) // UnreachableAfter: still behind, so deaf
+	err := b.Check(ctx)
 	if err == nil || !strings.Contains(err.Error(), "wedged") {
 		t.Fatalf("ready with ticker:last far ahead: %v", err)
 	}
-	if err := b.Ready(ctx); err != nil {
+	if err := b.Check(ctx); err != nil {
 		t.Fatalf("ready after resubscribing: %v", err)
 	}
 	testkit.Eventually(t, 2*time.Second, "hook", func() bool { return hooks.Load() == 1 })
@@ -200,12 +210,12 @@ func TestRedisCanary(t *testing.T) {
 		}
 	}
 	r.waitLen(t, 9)
-	if err := b.Ready(ctx); err != nil {
+	if err := b.Check(ctx); err != nil {
 		t.Fatalf("ready while delivering: %v", err)
 	}
 	// The ticker stops: ticker:last expires. Not an error.
 	c.Del(ctx, last)
-	if err := b.Ready(ctx); err != nil {
+	if err := b.Check(ctx); err != nil {
 		t.Fatalf("ready without ticker: %v", err)
 	}
 }
@@ -220,7 +230,8 @@ func TestRedisWedgedSubscription(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	prefix := testkit.Prefix(t)
 	m := metrics.New()
-	b := newTestRedis(t, c, prefix, m)
+	b := NewRedis(c, RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m, CheckInterval: 50 * time.Millisecond})
+	t.Cleanup(func() { b.Close() })
 	var hooks atomic.Int32
 	b.OnResubscribe(func() { hooks.Add(1) })
 	var r recorder
@@ -228,9 +239,11 @@ func TestRedisWedgedSubscription(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub := newTestRedis(t, srv.Client(), prefix, nil) // the ticker, connected directly
-	ticker(t, pub, 1000)
+	// One frame per 100 ms: the canary's slack is 2 frames, and the background checker must
+	// not take a frame in flight for a deaf subscription.
+	tickerEvery(t, pub, 1000, 100*time.Millisecond)
 	waitMore(t, &r, 3, 2*time.Second)
-	if err := b.Ready(context.Background()); err != nil {
+	if err := b.Check(context.Background()); err != nil {
 		t.Fatalf("ready while delivering: %v", err)
 	}
 
@@ -239,21 +252,15 @@ func TestRedisWedgedSubscription(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	stalled := len(r.get())
-	var readyErr error
-	testkit.Eventually(t, 3*time.Second, "Ready to report the wedge", func() bool {
-		readyErr = b.Ready(context.Background())
-		return readyErr != nil
+	// Nobody calls Check: the broker's own checker notices and resubscribes.
+	testkit.Eventually(t, 6*time.Second, "the checker to resubscribe", func() bool {
+		return testutil.ToFloat64(m.PubSubReconnects) >= 1
 	})
-	if !strings.Contains(readyErr.Error(), "wedged") {
-		t.Fatalf("ready: %v", readyErr)
-	}
 	if got := len(r.get()); got > stalled+1 {
 		t.Fatalf("frames kept arriving on the deaf connection: %d → %d", stalled, got)
 	}
-	waitMore(t, &r, 5, 2*time.Second) // on the new subscription
-	if err := b.Ready(context.Background()); err != nil {
-		t.Fatalf("ready after the repair: %v", err)
-	}
+	waitMore(t, &r, 5, 3*time.Second) // on the new subscription
+	testkit.Eventually(t, 2*time.Second, "health after the repair", func() bool { return b.Health().OK() })
 	testkit.Eventually(t, time.Second, "hook", func() bool { return hooks.Load() == 1 })
 	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {
 		t.Fatalf("PubSubReconnects = %v", got)

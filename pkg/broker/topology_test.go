@@ -29,7 +29,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	if v := st.Master.Client().Get(context.Background(), b.lastKey).Val(); v == "" {
 		t.Fatal("ticker:last not on the new master")
 	}
-	testkit.Eventually(t, 5*time.Second, "ready", func() bool { return b.Ready(context.Background()) == nil })
+	testkit.Eventually(t, 5*time.Second, "ready", func() bool { return b.Check(context.Background()) == nil })
 }
 
 // TestRedisCluster: delivery over a three-master Cluster with a hash-tagged prefix.
@@ -56,7 +56,7 @@ func TestRedisCluster(t *testing.T) {
 			t.Fatalf("gateway %d got %v", i, got)
 		}
 	}
-	if err := pub.Ready(context.Background()); err != nil {
+	if err := pub.Check(context.Background()); err != nil {
 		t.Fatalf("ready: %v", err)
 	}
 }

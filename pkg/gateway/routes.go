@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -90,25 +89,17 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// handleReadyz answers 200 when the gateway can serve: not draining, not full and the broker ready
-// (Redis reachable and the tick subscription delivering, in cluster mode).
+// handleReadyz answers 200 when every readiness check passes (not draining; in cluster mode
+// Redis reachable and the tick subscription delivering), 503 otherwise, with one line per
+// check. It reads state kept in the background and does no I/O, so it answers at once.
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if s.draining.Load() {
-		http.Error(w, "draining", http.StatusServiceUnavailable)
-		return
+	w.Header().Set("Cache-Control", "no-store")
+	ok, body := s.ready.report()
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	if s.Full() {
-		http.Error(w, "full", http.StatusServiceUnavailable)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.ReadyTimeout)
-	defer cancel()
-	if err := s.broker.Ready(ctx); err != nil {
-		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	_, _ = w.Write([]byte("ready\n"))
+	_, _ = w.Write([]byte(body))
 }
 
 // handleUsers serves one page of the online connections (the whole cluster's in cluster

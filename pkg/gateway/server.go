@@ -47,18 +47,18 @@ type Options struct {
 	ReadLimit      int64    // largest client frame; larger closes with 1009.
 	AllowedOrigins []string // extra origin patterns for browsers.
 
-	QueueSize      int           // outbound frames a connection may have queued. Defaults to 64.
-	WriteTimeout   time.Duration // deadline of one write. Defaults to 10s.
-	PingInterval   time.Duration // between application pings (plus up to 25% jitter). Defaults to 30s.
-	PingTimeout    time.Duration // wait for a pong. Defaults to 15s.
-	MaxRetryDelay  time.Duration // retry_ms of a drain is uniform in [0, this]. Defaults to 5s.
-	FibCacheBytes  int           // bytes of formatted results cached. Defaults to 64 MiB.
-	FibWorkers     int           // Fibonacci workers. Defaults to GOMAXPROCS.
-	FibQueue       int           // requests waiting for a worker before busy. Defaults to 1024.
-	DrainParallel  int           // connections closed at once during a drain. Defaults to 256.
-	ReadyTimeout   time.Duration // bound of one readiness check. Defaults to 2s.
-	RateLimitGrace time.Duration // how long a client may keep sending after rate_limited before 1008. Defaults to 10s.
-	CanaryInterval time.Duration // between the gateway's own readiness checks of the broker. Defaults to 2s.
+	QueueSize      int              // outbound frames a connection may have queued. Defaults to 64.
+	WriteTimeout   time.Duration    // deadline of one write. Defaults to 10s.
+	PingInterval   time.Duration    // between application pings (plus up to 25% jitter). Defaults to 30s.
+	PingTimeout    time.Duration    // wait for a pong. Defaults to 15s.
+	MaxRetryDelay  time.Duration    // retry_ms of a drain is uniform in [0, this]. Defaults to 5s.
+	FibCacheBytes  int              // bytes of formatted results cached. Defaults to 64 MiB.
+	FibWorkers     int              // Fibonacci workers. Defaults to GOMAXPROCS.
+	FibQueue       int              // requests waiting for a worker before busy. Defaults to 1024.
+	DrainParallel  int              // connections closed at once during a drain. Defaults to 256.
+	RateLimitGrace time.Duration    // how long a client may keep sending after rate_limited before 1008. Defaults to 10s.
+	TickInterval   time.Duration    // TICK_INTERVAL: ticks more than 2 intervals ahead of Now are refused. Defaults to 1s.
+	Now            func() time.Time // the gateway's clock, for that check. Defaults to time.Now.
 
 	Admission admission.Options // MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, TRUSTED_PROXIES; zero: their defaults
 	// Auth checks every upgrade's token and every refresh; nil means authentication off (v1).
@@ -100,9 +100,11 @@ func (o *Options) defaults() {
 	def(&o.FibWorkers, runtime.GOMAXPROCS(0))
 	def(&o.FibQueue, 1024)
 	def(&o.DrainParallel, 256)
-	defDur(&o.ReadyTimeout, 2*time.Second)
 	defDur(&o.RateLimitGrace, 10*time.Second)
-	defDur(&o.CanaryInterval, 2*time.Second)
+	defDur(&o.TickInterval, time.Second)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 }
 
 // Server holds the gateway's connections. Build it with NewServer.
@@ -126,6 +128,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	draining atomic.Bool
+	ready    readiness // the checks behind /readyz
 	mu       sync.Mutex
 	conns    map[*conn]struct{} // every connection between track and untrack
 }
@@ -136,7 +139,7 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts: opts, log: log.With("component", "gateway"), m: m, broker: b, store: store,
-		hub: hub.New(m), ctx: ctx, cancel: cancel,
+		hub: hub.New(m, hub.WithClock(opts.Now, opts.TickInterval), hub.WithLogger(log)), ctx: ctx, cancel: cancel,
 		conns: make(map[*conn]struct{}),
 		page:  pageFor(opts.Auth != nil),
 	}
@@ -146,44 +149,22 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 	}
 	s.adm = admission.New(opts.Admission)
 	m.ConnectionsMax.Set(float64(s.adm.Max()))
+	s.ready.add(s.drainingCheck)
+	s.ready.add(brokerChecks(b)...)
+	s.ready.add(s.fullCheck)
+	s.ready.add(presenceCheck(store)...)
 	s.pool = newPool(ctx, opts.FibWorkers, opts.FibQueue, fib.NewCache(opts.FibCacheBytes), m)
 	return s
 }
 
 // Start subscribes to the broker for the server's lifetime (until Drain): from its return on,
-// every tick reaches every connection.
+// every tick reaches every connection. The broker watches its own subscription (and repairs
+// it); the server only reads its state, in /readyz.
 func (s *Server) Start() error {
 	if err := s.broker.Subscribe(s.ctx, func(frame []byte) { s.hub.Broadcast(frame) }); err != nil {
 		return fmt.Errorf("gateway: subscribe to ticks: %w", err)
 	}
-	go s.watchBroker()
 	return nil
-}
-
-// watchBroker runs the broker's readiness check every CanaryInterval, so a wedged
-// subscription is repaired (the Redis broker resubscribes when its canary trips) even when
-// nobody polls /readyz. It logs changes only.
-func (s *Server) watchBroker() {
-	t := time.NewTicker(s.opts.CanaryInterval)
-	defer t.Stop()
-	var last error
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(s.ctx, s.opts.ReadyTimeout)
-		err := s.broker.Ready(ctx)
-		cancel()
-		switch {
-		case err != nil && last == nil:
-			s.log.Warn("broker not ready", "err", err)
-		case err == nil && last != nil:
-			s.log.Info("broker ready again")
-		}
-		last = err
-	}
 }
 
 // Connections returns the number of open connections.

@@ -9,6 +9,7 @@
 package hub
 
 import (
+	"log/slog"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,38 @@ type Hub struct {
 	lastSeq atomic.Int64  // newest seq forwarded; older or equal ones are dropped
 	workers int
 	m       *metrics.Metrics
+
+	now        func() time.Time // the gateway's clock
+	interval   time.Duration    // TICK_INTERVAL: ticks more than 2 ahead of now are refused
+	log        *slog.Logger
+	lastFuture atomic.Int64 // unix nanos of the last "future tick" log line
+}
+
+// An Option tunes New.
+type Option func(*Hub)
+
+// WithClock sets the clock ticks are checked against (defaults to time.Now) and the tick
+// interval (defaults to 1s): a tick whose instant is more than 2 intervals ahead of the clock
+// is refused.
+func WithClock(now func() time.Time, interval time.Duration) Option {
+	return func(h *Hub) {
+		if now != nil {
+			h.now = now
+		}
+		if interval > 0 {
+			h.interval = interval
+		}
+	}
+}
+
+// WithLogger sets where refused ticks are logged (at most one line per 10 s). Defaults to
+// slog.Default().
+func WithLogger(log *slog.Logger) Option {
+	return func(h *Hub) {
+		if log != nil {
+			h.log = log
+		}
+	}
 }
 
 type shard struct {
@@ -42,9 +75,13 @@ type shard struct {
 }
 
 // New returns an empty hub. m may be nil.
-func New(m *metrics.Metrics) *Hub {
+func New(m *metrics.Metrics, opts ...Option) *Hub {
 	n := runtime.GOMAXPROCS(0) * 4
-	h := &Hub{shards: make([]shard, n), workers: runtime.GOMAXPROCS(0), m: m}
+	h := &Hub{shards: make([]shard, n), workers: runtime.GOMAXPROCS(0), m: m,
+		now: time.Now, interval: time.Second, log: slog.Default()}
+	for _, o := range opts {
+		o(h)
+	}
 	for i := range h.shards {
 		h.shards[i].index = make(map[Sink]int)
 	}
@@ -90,11 +127,17 @@ func (h *Hub) Len() int {
 }
 
 // Broadcast delivers a time frame to every sink unless its seq is not newer than the last one
-// broadcast (a duplicate from a second ticker, or a stale frame after a failover). It returns
-// whether the frame was delivered. Frames that are not time frames are dropped.
+// broadcast (a duplicate from a second ticker, or a stale frame after a failover) or its
+// instant is more than 2 intervals ahead of the hub's clock (a rogue publish or a ticker
+// whose clock jumped: accepting it would move the dedupe mark into the future and silence
+// every later tick). A refused future tick leaves the mark where it was. It returns whether
+// the frame was delivered. Frames that are not time frames are dropped.
 func (h *Hub) Broadcast(frame []byte) bool {
 	seq, err := protocol.TickSeqOf(frame)
 	if err != nil {
+		return false
+	}
+	if h.future(frame, seq) {
 		return false
 	}
 	for {
@@ -114,6 +157,31 @@ func (h *Hub) Broadcast(frame []byte) bool {
 	if h.m != nil {
 		h.m.TicksForwarded.Inc()
 		h.m.TickFanout.Observe(time.Since(start).Seconds())
+	}
+	return true
+}
+
+// future reports whether frame stands for an instant more than 2 intervals ahead of the
+// hub's clock, counting and logging (at most once per 10 s) when it does. The instant is read
+// from the frame's time field, so a gateway whose TICK_INTERVAL differs from the ticker's
+// does not misjudge it.
+func (h *Hub) future(frame []byte, seq int64) bool {
+	at, err := protocol.TickTimeOf(frame)
+	if err != nil {
+		return false // the seq parsed: judge it by seq alone, as before
+	}
+	now := h.now()
+	ahead := at.Sub(now)
+	if ahead <= 2*h.interval {
+		return false
+	}
+	if h.m != nil {
+		h.m.TicksRejected.WithLabelValues("future").Inc()
+	}
+	last := h.lastFuture.Load()
+	if now.UnixNano()-last >= int64(10*time.Second) && h.lastFuture.CompareAndSwap(last, now.UnixNano()) {
+		h.log.Warn("hub: tick from the future refused", "seq", seq, "time", at, "ahead", ahead,
+			"mark", h.lastSeq.Load())
 	}
 	return true
 }

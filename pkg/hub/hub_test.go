@@ -2,11 +2,14 @@ package hub
 
 import (
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -143,5 +146,42 @@ func BenchmarkTimeFrame(b *testing.B) {
 	b.ReportAllocs()
 	for i := range b.N {
 		_ = protocol.TimeFrame(int64(1795332601+i), time.Second)
+	}
+}
+
+// TestBroadcastRefusesFutureTicks: one tick an hour ahead of the gateway's clock is refused,
+// counted, and does not move the dedupe mark, so the next honest tick is delivered.
+//
+// Fails before the future check: the rogue seq became the mark and every later tick was
+// dropped as a duplicate for the whole hour.
+func TestBroadcastRefusesFutureTicks(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	m := metrics.New()
+	h := New(m, WithClock(clock, time.Second), WithLogger(slog.New(slog.DiscardHandler)))
+	s := &countSink{}
+	h.Add(s)
+	seq := protocol.TickSeq(now, time.Second)
+	if !h.Broadcast(protocol.TimeFrame(seq, time.Second)) {
+		t.Fatal("current tick dropped")
+	}
+	if h.Broadcast(protocol.TimeFrame(seq+3600, time.Second)) {
+		t.Fatal("tick 1 h ahead delivered")
+	}
+	if !h.Broadcast(protocol.TimeFrame(seq+2, time.Second)) { // 2 intervals ahead: still fine
+		t.Fatal("tick 2 intervals ahead dropped")
+	}
+	if h.Broadcast(protocol.TimeFrame(seq+3, time.Second)) {
+		t.Fatal("tick 3 intervals ahead delivered")
+	}
+	now = now.Add(time.Second)
+	if !h.Broadcast(protocol.TimeFrame(seq+3, time.Second)) {
+		t.Fatal("next honest tick dropped after a future one")
+	}
+	if got := s.n.Load(); got != 3 {
+		t.Fatalf("sink got %d frames, want 3", got)
+	}
+	if got := testutil.ToFloat64(m.TicksRejected.WithLabelValues("future")); got != 2 {
+		t.Fatalf("ticks_rejected_total{reason=future} = %v, want 2", got)
 	}
 }

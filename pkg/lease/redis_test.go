@@ -2,12 +2,16 @@ package lease
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"github.com/wsgw/wsgw/internal/testkit"
+	"github.com/wsgw/wsgw/pkg/metrics"
 )
 
 func hold(t *testing.T, l *Redis) bool {
@@ -170,5 +174,76 @@ func TestRedisLeaseRenewAfterError(t *testing.T) {
 	mr.SetError("")
 	if !hold(t, a) {
 		t.Fatal("a did not renew its own key after the error")
+	}
+}
+
+// TestRedisLeaseReadBack: a claim runs on the server but its answer never reaches the client
+// (the link to Redis goes mute, the client times out). The holder must not guess: it reads the
+// lease back (right away when it can, else at the next Hold) and finds it holds it.
+//
+// Fails before the read-back: the holder took the timeout for "not held", and its next SET NX
+// failed on its own key, so nobody published until that key expired (LEASE_TTL).
+func TestRedisLeaseReadBack(t *testing.T) {
+	t.Parallel()
+	srv := testkit.StartRedis(t)
+	proxy := testkit.StartToxiproxy(t, srv.Addr())
+	c := redis.NewClient(&redis.Options{Addr: proxy.Addr(), MaxRetries: -1, ReadTimeout: 300 * time.Millisecond})
+	t.Cleanup(func() { c.Close() })
+	key := testkit.Prefix(t) + "ticker:leader"
+	l := NewRedis(c, key, "ticker-a", 5*time.Second)
+	// A live pooled connection with the script loaded, so the claim itself goes out.
+	if err := c.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_ = holdScript.Load(context.Background(), c).Err()
+	// Answers from Redis are swallowed: commands still arrive and run.
+	proxy.Add(t, `{"name":"mute","type":"timeout","stream":"downstream","attributes":{"timeout":0}}`)
+	ok, err := l.Hold(context.Background())
+	if ok || err == nil {
+		t.Fatalf("Hold with a mute link: %v, %v; want an error", ok, err)
+	}
+	if v := srv.Client().Get(context.Background(), key).Val(); v != "ticker-a" {
+		t.Fatalf("the claim did not run on the server: key holds %q", v)
+	}
+	proxy.Remove(t, "mute") // the timed-out connections were dropped: the next Hold dials afresh
+	if ok, err := l.Hold(context.Background()); !ok {
+		t.Fatalf("Hold after the link came back: %v, %v; want held (its own key)", ok, err)
+	}
+}
+
+// TestRedisLeaseClockCheck: with WithClock, a holder whose clock is off Redis TIME by more than
+// the allowed skew gives the lease up and cannot take it; with a sound clock it holds, on a
+// plain server and on a Cluster (where TIME and the lease script may go to different nodes).
+func TestRedisLeaseClockCheck(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]redis.UniversalClient{
+		"standalone": testkit.StartRedis(t).Client(),
+		"cluster":    testkit.StartCluster(t).Client(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			var skew atomic.Int64
+			now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+			key := testkit.HashTagPrefix(t) + "ticker:leader"
+			m := metrics.New()
+			a := NewRedis(c, key, "a", 5*time.Second, WithClock(now, 500*time.Millisecond), WithMetrics(m))
+			b := NewRedis(c, key, "b", 5*time.Second, WithClock(time.Now, 500*time.Millisecond))
+			if !hold(t, a) {
+				t.Fatal("a with a sound clock did not take the lease")
+			}
+			skew.Store(int64(-time.Hour))
+			if ok, err := a.Hold(context.Background()); ok || !errors.Is(err, ErrClockSkew) {
+				t.Fatalf("a an hour behind: %v, %v; want false, ErrClockSkew", ok, err)
+			}
+			if off := testutil.ToFloat64(m.ClockOffset); off > -3500 {
+				t.Fatalf("ticker_clock_offset_seconds = %v, want about -3600", off)
+			}
+			if !hold(t, b) {
+				t.Fatal("b did not take the lease a gave up")
+			}
+			skew.Store(0)
+			if hold(t, a) {
+				t.Fatal("a took b's lease")
+			}
+		})
 	}
 }

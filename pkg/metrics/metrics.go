@@ -36,6 +36,7 @@ type Metrics struct {
 	TickFanout       prometheus.Histogram
 	TicksForwarded   prometheus.Counter
 	TicksDuplicate   prometheus.Counter
+	TicksRejected    *prometheus.CounterVec // reason: future
 	TicksPublished   prometheus.Counter
 	PubSubReconnects prometheus.Counter
 
@@ -48,6 +49,7 @@ type Metrics struct {
 	// Ticker lease.
 	LeaseChanges prometheus.Counter
 	LeaseHeld    prometheus.Gauge
+	ClockOffset  prometheus.Gauge // ticker's clock minus Redis TIME, in seconds
 }
 
 // New creates the collectors on a fresh private registry, with the Go and process collectors.
@@ -75,6 +77,7 @@ func New() *Metrics {
 		prometheus.ExponentialBuckets(1e-5, 4, 10))
 	m.TicksForwarded = counter(f, "ticks_forwarded_total", "Ticks fanned out to local connections.")
 	m.TicksDuplicate = counter(f, "ticks_duplicate_total", "Ticks dropped because their seq was not newer than the last forwarded.")
+	m.TicksRejected = counterVec(f, "ticks_rejected_total", "Ticks refused and not forwarded, by reason (future: more than 2 intervals ahead of this gateway's clock).", "reason")
 	m.TicksPublished = counter(f, "ticks_published_total", "Ticks published by this process's ticker.")
 	m.PubSubReconnects = counter(f, "pubsub_reconnects_total", "Times the tick subscription was (re)established after the first.")
 
@@ -85,6 +88,7 @@ func New() *Metrics {
 
 	m.LeaseChanges = counter(f, "ticker_lease_changes_total", "Times this ticker gained or lost the publishing lease.")
 	m.LeaseHeld = gauge(f, "ticker_lease_held", "1 while this ticker holds the publishing lease.")
+	m.ClockOffset = gauge(f, "ticker_clock_offset_seconds", "This ticker's clock minus Redis TIME at the last lease check (positive: ahead).")
 	return m
 }
 

@@ -9,6 +9,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -202,6 +203,33 @@ func TickSeqOf(frame []byte) (int64, error) {
 		return 0, fmt.Errorf("protocol: not a time frame: type %q", t.Type)
 	}
 	return t.Seq, nil
+}
+
+// TickTimeOf extracts the instant a time frame stands for (its "time" field), without a full
+// JSON decode when the frame is in the form TimeFrame writes. Gateways compare it with their
+// own clock to refuse ticks from the future; unlike seq it does not depend on TICK_INTERVAL.
+func TickTimeOf(frame []byte) (time.Time, error) {
+	const key = `,"time":"`
+	if i := bytes.Index(frame, []byte(key)); i >= 0 {
+		rest := frame[i+len(key):]
+		if j := bytes.IndexByte(rest, '"'); j > 0 {
+			if t, err := time.Parse(TimeLayout, string(rest[:j])); err == nil {
+				return t, nil
+			}
+		}
+	}
+	var t Time
+	if err := json.Unmarshal(frame, &t); err != nil {
+		return time.Time{}, fmt.Errorf("protocol: decode time frame: %w", err)
+	}
+	if t.Type != TypeTime {
+		return time.Time{}, fmt.Errorf("protocol: not a time frame: type %q", t.Type)
+	}
+	parsed, err := time.Parse(time.RFC3339Nano, t.Time)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("protocol: time frame: bad time %q: %w", t.Time, err)
+	}
+	return parsed, nil
 }
 
 // ValidateUser checks a display name: 1–64 characters, each a Unicode letter or digit or one of

@@ -7,6 +7,7 @@ package tick
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -38,8 +39,10 @@ type Options struct {
 // (with a short timeout of its own, since ctx is already done) and returns nil.
 //
 // Before each tick it asks the lease; a process that does not hold it (or cannot reach the
-// lease store) skips the tick, so a ticker cut off from Redis stops publishing after at most one
-// interval. A publish error is logged and the loop goes on: the next tick is a new chance.
+// lease store, or whose clock the lease finds off) skips the tick, so a ticker cut off from
+// Redis stops publishing after at most one interval. A clock that steps back never stops the
+// loop: it asks the lease at the next boundary its clock shows. A publish error is logged and
+// the loop goes on: the next tick is a new chance. A lasting lease error is logged once.
 func Run(ctx context.Context, publish Publish, o Options) error {
 	if o.Interval <= 0 {
 		o.Interval = config.TickerDefaults().TickInterval
@@ -71,6 +74,7 @@ func Run(ctx context.Context, publish Publish, o Options) error {
 	last := protocol.TickSeq(o.Now(), o.Interval)
 	timer := time.NewTimer(untilNext(o.Now(), o.Interval))
 	defer timer.Stop()
+	var lastErr string // the hold error last logged, so a lasting one is logged once
 	for {
 		select {
 		case <-ctx.Done():
@@ -80,14 +84,32 @@ func Run(ctx context.Context, publish Publish, o Options) error {
 		now := o.Now()
 		seq := protocol.TickSeq(now, o.Interval)
 		timer.Reset(untilNext(now, o.Interval))
-		if seq <= last { // woke early (timer slack, clock step back): wait for the boundary
+		if seq == last { // woke early (timer slack): wait for the boundary
 			continue
+		}
+		if seq < last {
+			// The clock stepped back. Go on as the clock says rather than wait for it to catch up
+			// (which, for a big step, would silence this leader without a word): the lease's
+			// clock check makes a leader whose clock is off step aside, and gateways drop seqs
+			// they have already forwarded.
+			o.Logger.Warn("tick: clock stepped back", "seq", seq, "previous", last,
+				"by", protocol.TickTime(last, o.Interval).Sub(now).Round(time.Millisecond))
 		}
 		last = seq
 
 		ok, err := o.Lease.Hold(ctx)
-		if err != nil && ctx.Err() == nil {
-			o.Logger.Warn("tick: hold lease", "err", err)
+		switch {
+		case err != nil && ctx.Err() == nil && err.Error() != lastErr:
+			// Clock-skew messages carry the offset, which moves a little each time: compare
+			// the kind, not the text, for those.
+			lastErr = err.Error()
+			if errors.Is(err, lease.ErrClockSkew) {
+				lastErr = lease.ErrClockSkew.Error()
+			}
+			o.Logger.Warn("tick: not holding the lease", "seq", seq, "err", err)
+		case err == nil && lastErr != "":
+			lastErr = ""
+			o.Logger.Info("tick: lease check ok again", "seq", seq, "held", ok)
 		}
 		if ok != held {
 			held = ok
@@ -99,6 +121,11 @@ func Run(ctx context.Context, publish Publish, o Options) error {
 		}
 		if !held {
 			continue
+		}
+		if cur := protocol.TickSeq(o.Now(), o.Interval); cur > seq {
+			// Hold outlasted the boundary (a slow or returning Redis): publish the tick of
+			// now, not a stale one that would reach clients late and out of step.
+			seq, last = cur, cur
 		}
 		if err := publish(ctx, protocol.TimeFrame(seq, o.Interval)); err != nil {
 			if ctx.Err() == nil {
