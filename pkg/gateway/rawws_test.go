@@ -30,6 +30,16 @@ type rawConn struct {
 // quickly.
 func rawDial(t testing.TB, u string, readResponse bool, rcvbuf int) *rawConn {
 	t.Helper()
+	rc := rawDialSending(t, u, rcvbuf, nil)
+	if readResponse {
+		rc.readUpgrade(t)
+	}
+	return rc
+}
+
+// rawDialSending sends the upgrade request followed by first in one write, and reads nothing.
+func rawDialSending(t testing.TB, u string, rcvbuf int, first []byte) *rawConn {
+	t.Helper()
 	pu, err := url.Parse(u)
 	if err != nil {
 		t.Fatal(err)
@@ -55,32 +65,36 @@ func rawDial(t testing.TB, u string, readResponse bool, rcvbuf int) *rawConn {
 	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", pu.RequestURI(), pu.Host)
 	_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(nc, req); err != nil {
+	if _, err := nc.Write(append([]byte(req), first...)); err != nil {
 		t.Fatalf("raw upgrade request: %v", err)
 	}
 	_ = nc.SetWriteDeadline(time.Time{})
-	rc := &rawConn{Conn: nc}
-	if !readResponse {
-		return rc
-	}
-	rc.br = bufio.NewReader(nc)
-	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	return &rawConn{Conn: nc}
+}
+
+// readUpgrade reads the server's answer to the upgrade request and fails unless it is 101.
+func (rc *rawConn) readUpgrade(t testing.TB) {
+	t.Helper()
+	rc.br = newBufReader(rc.Conn)
+	_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	resp, err := http.ReadResponse(rc.br, nil)
 	if err != nil {
 		t.Fatalf("raw upgrade response: %v", err)
 	}
-	_ = nc.SetReadDeadline(time.Time{})
+	_ = rc.SetReadDeadline(time.Time{})
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("raw upgrade: %s", resp.Status)
 	}
-	return rc
 }
+
+func newBufReader(nc net.Conn) *bufio.Reader { return bufio.NewReader(nc) }
 
 // Opcodes (RFC 6455 §5.2).
 const (
-	opText  = 0x1
-	opClose = 0x8
-	opPing  = 0x9
+	opText   = 0x1
+	opBinary = 0x2
+	opClose  = 0x8
+	opPing   = 0x9
 )
 
 // clientFrame encodes a final, masked client frame. declared, when ≥ 0, replaces the payload

@@ -40,7 +40,7 @@ type Options struct {
 	ReadLimit      int64    // largest client frame. Defaults to 4096.
 	AllowedOrigins []string // extra origin patterns for browsers.
 
-	QueueSize      int           // outbound frames a connection may have queued. Defaults to 64.
+	QueueSize      int           // outbound frames a connection may have queued; its unsent bytes are bounded by QueueSize × 16 KiB. Defaults to 64.
 	WriteTimeout   time.Duration // deadline of one write. Defaults to 10s.
 	PingInterval   time.Duration // between application pings (plus up to 25% jitter). Defaults to 30s.
 	PingTimeout    time.Duration // wait for a pong. Defaults to 15s.
@@ -94,13 +94,14 @@ func (o *Options) defaults() {
 
 // Server holds the gateway's connections. Build it with NewServer.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	m      *metrics.Metrics
-	broker broker.Broker
-	store  presence.Store
-	hub    *hub.Hub
-	pool   *pool
+	opts    Options
+	log     *slog.Logger
+	m       *metrics.Metrics
+	broker  broker.Broker
+	store   presence.Store
+	hub     *hub.Hub
+	pool    *pool
+	writers *writers // write queued frames to sockets, off the hub's goroutines
 
 	// framesOut holds ws_frames_out_total's counter per frame type, resolved once: the tick
 	// path counts one frame per socket per tick.
@@ -128,6 +129,7 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 		s.framesOut[typ] = m.FramesOut.WithLabelValues(typ)
 	}
 	s.pool = newPool(ctx, opts.FibWorkers, opts.FibQueue, fib.NewCache(opts.FibCacheBytes), m)
+	s.writers = newWriters(runtime.GOMAXPROCS(0))
 	return s
 }
 
@@ -243,6 +245,7 @@ func (s *Server) Drain(ctx context.Context) {
 	}
 	s.cancel()
 	s.pool.wait()
+	s.writers.close()
 }
 
 // closeBounded runs the close handshake but gives up at ctx's deadline.
