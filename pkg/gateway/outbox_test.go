@@ -115,4 +115,3 @@ func TestOutboxKeepsOrder(t *testing.T) {
 		t.Fatalf("received %d bytes, want %d, in order", len(b), want.Len())
 	}
 }
-
