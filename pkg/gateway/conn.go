@@ -98,12 +98,16 @@ const (
 	outboxSlack    = 64 << 10
 )
 
-// Send queues a tick (hub.Sink). It never blocks.
-func (c *conn) Send(frame []byte) { c.send(frame, protocol.TypeTime) }
+// Send queues a tick (hub.Sink). It never blocks. The writers start on it when the hub is
+// done with the tick (Server.Start calls writers.wake).
+func (c *conn) Send(frame []byte) { c.enqueue(frame, protocol.TypeTime, false) }
 
-// send queues frame for the writers; typ labels the metric. It drops the frame when the
-// connection is closing, and kicks it with 1008 when QueueSize frames are already waiting.
-func (c *conn) send(frame []byte, typ string) {
+// send queues frame for the writers and wakes them; typ labels the metric.
+func (c *conn) send(frame []byte, typ string) { c.enqueue(frame, typ, true) }
+
+// enqueue queues frame. It drops the frame when the connection is closing, and kicks the
+// connection with 1008 when QueueSize frames are already waiting.
+func (c *conn) enqueue(frame []byte, typ string, wake bool) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -122,7 +126,7 @@ func (c *conn) send(frame []byte, typ string) {
 	c.scheduled = true
 	c.mu.Unlock()
 	if schedule {
-		c.s.writers.schedule(c)
+		c.s.writers.schedule(c, wake)
 	}
 	c.s.framesOut[typ].Inc()
 }

@@ -136,7 +136,9 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 // Start subscribes to the broker for the server's lifetime (until Drain): from its return on,
 // every tick reaches every connection.
 func (s *Server) Start() error {
-	if err := s.broker.Subscribe(s.ctx, func(frame []byte) { s.hub.Broadcast(frame) }); err != nil {
+	// The hub queues the tick on every connection, then the writers start on all of them at
+	// once (see writers.schedule).
+	if err := s.broker.Subscribe(s.ctx, func(frame []byte) { s.hub.Broadcast(frame); s.writers.wake() }); err != nil {
 		return fmt.Errorf("gateway: subscribe to ticks: %w", err)
 	}
 	go s.watchBroker()

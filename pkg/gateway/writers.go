@@ -4,7 +4,7 @@ import "sync"
 
 // writerBatch is how many connections a writer takes off the ready list at once: few enough
 // that the other writers share a burst, enough to take the lock rarely.
-const writerBatch = 32
+const writerBatch = 64
 
 // writers hands the frames queued on connections to their WebSocket writers, on a fixed set of
 // goroutines. The hub's goroutines only enqueue a tick and put the connection on the ready
@@ -32,12 +32,24 @@ func newWriters(n int) *writers {
 	return w
 }
 
-// schedule puts c on the ready list. The caller has set c.scheduled.
-func (w *writers) schedule(c *conn) {
+// schedule puts c on the ready list. The caller has set c.scheduled. With wake false the
+// writers are not woken: the hub's goroutines queue a tick on thousands of connections, and
+// waking the writers at the first would have them take a few, sleep, be woken again, and
+// contend with the hub for mu all along; the tick's sender calls wake once at the end.
+func (w *writers) schedule(c *conn, wake bool) {
 	w.mu.Lock()
 	w.ready = append(w.ready, c)
-	if len(w.ready)-w.head == 1 {
+	if wake && len(w.ready)-w.head == 1 {
 		w.cond.Broadcast() // the list was empty: every writer may be asleep
+	}
+	w.mu.Unlock()
+}
+
+// wake starts the writers on whatever is on the ready list.
+func (w *writers) wake() {
+	w.mu.Lock()
+	if w.head < len(w.ready) {
+		w.cond.Broadcast()
 	}
 	w.mu.Unlock()
 }
