@@ -45,6 +45,9 @@ const (
 // No write waits for the peer: the outbox under the library takes every write at once, keeps
 // what the socket could not take (bounded) and lets its flusher write it under WriteTimeout.
 // So the library's write lock is only ever held for a copy and a non-blocking system call.
+// The one thing that does wait for the peer is the reader: it reads nothing more while over
+// 64 KiB wait for the peer (outbox.waitWritable), the back-pressure that keeps a client which
+// floods without reading from costing CPU.
 //
 // State, and who may change it:
 //   - queue, scheduled, closing: under mu. scheduled: the conn is on the ready list or a
@@ -62,8 +65,9 @@ const (
 //     the reader itself.
 //   - Drain: close handshakes, bounded in number and time.
 //
-// Lock order: hub shard lock → mu → writers.mu is never taken under mu (send releases mu
-// first); the library's write lock → outbox.mu. No lock is held across a blocking call.
+// Lock order: hub shard lock → mu. writers.mu is taken after mu is released, never under it.
+// The library's write lock → outbox.mu (outbox.onFail takes no lock of the conn's). No lock is
+// held across a blocking call.
 type conn struct {
 	s     *Server
 	ws    *websocket.Conn
