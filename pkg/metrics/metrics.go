@@ -20,7 +20,7 @@ type Metrics struct {
 	// Connections.
 	ConnectionsOpen prometheus.Gauge
 	Connects        prometheus.Counter
-	Disconnects     *prometheus.CounterVec // reason: closed, drained, slow_consumer, rate_limit, too_big, ping_timeout, error
+	Disconnects     *prometheus.CounterVec // reason: closed, drained, slow_consumer, rate_limit, too_big, invalid_utf8, ping_timeout, error
 	Rejected        *prometheus.CounterVec // reason: bad_user, origin, handshake, draining
 	FramesIn        *prometheus.CounterVec // type: fib, invalid
 	FramesOut       *prometheus.CounterVec // type: welcome, time, fib, error
