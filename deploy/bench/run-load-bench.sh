@@ -16,10 +16,17 @@
 # Extra gateway settings come from the environment, e.g. GOMEMLIMIT=600MiB deploy/bench/...
 # GATEWAY_BIN=path measures another gateway binary (e.g. one built from an older commit, to
 # compare before and after back to back).
+#
+# The floor: idle10k, idle19k, storm10k and ticks10k also run, right after the gateway and with
+# the same load settings, against deploy/bench/floor (the simplest coder/websocket server: one
+# reader and one writer goroutine per socket, a map under a mutex, each tick's bytes from the
+# same Redis `ws:time` handed to every socket; in standalone mode it runs its own 1 s ticker),
+# and print the gateway's figure, the floor's and their ratio. FLOOR=0 skips it. Absolute
+# figures depend on the machine and on what else runs on it; the ratios of one run do less.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(mktemp -d /tmp/loadbench.XXXXXX)
-go build -o "$out/" ./gateway ./ticker ./deploy/loadtest ./deploy/cluster
+go build -o "$out/" ./gateway ./ticker ./deploy/loadtest ./deploy/cluster ./deploy/bench/floor
 [ -z "${GATEWAY_BIN:-}" ] || cp "$GATEWAY_BIN" "$out/gateway"
 ulimit -n "$(ulimit -Hn)"
 runs=("$@"); [ ${#runs[@]} -gt 0 ] || runs=(idle10k idle19k storm10k ticks10k fib90 fibrand)
@@ -52,6 +59,42 @@ start_gateway() { # NAME PORT: starts a gateway, sets $gw
     MAX_CONNECTIONS="${MAX_CONNECTIONS:-19500}" "$out/gateway" >"$out/$1.gw.log" 2>&1 &
   gw=$!; pids+=($gw)
   until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do sleep 0.05; done
+}
+
+start_floor() { # NAME PORT: starts the floor server, sets $fl
+  "$out/floor" -addr "127.0.0.1:$2" ${rport:+-redis "redis://127.0.0.1:$rport/0"} >"$out/$1.floor.log" 2>&1 &
+  fl=$!; pids+=($fl)
+  until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do sleep 0.05; done
+}
+
+# compare GATEWAY_OUT FLOOR_OUT: gateway, floor and ratio for each figure both runs have, with
+# the target ratio where there is one.
+compare() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+def load(p):
+    return [json.loads(l) for l in open(p) if l.startswith("{")][-1]
+g, f = load(sys.argv[1]), load(sys.argv[2])
+def get(r, *path):
+    for k in path:
+        r = (r or {}).get(k)
+    return r
+rows = [
+    ("RSS per socket (KiB)", ("server", "rss_per_socket_kib"), ("server", "rss_per_socket_kib"), 0.5),
+    ("CPU per delivered tick (us)", ("server", "cpu_per_tick_us"), ("server", "cpu_per_tick_us"), 0.75),
+    ("tick p99 (ms)", ("ticks", "latency", "p99_ms"), ("ticks", "latency", "p99_ms"), 0.8),
+    ("open (s)", ("open_s",), ("open_s",), None),
+    ("gateway open+presence vs floor open (s)", ("present_s",), ("open_s",), 1.0),
+]
+print("%-42s %10s %10s %7s  %s" % ("figure", "gateway", "floor", "ratio", "target"))
+for name, gp, fp, target in rows:
+    gv, fv = get(g, *gp), get(f, *fp)
+    if not gv or not fv:
+        continue
+    r = gv / fv
+    t = "" if target is None else ("<= %.2f %s" % (target, "met" if r <= target else "NOT met"))
+    print("%-42s %10.2f %10.2f %7.2f  %s" % (name, gv, fv, r, t))
+PY
 }
 
 src=2
@@ -98,5 +141,17 @@ for run in "${runs[@]}"; do
   "$out/loadtest" -url "ws://127.0.0.1:$port/ws" -pid "$gw" -src-base "127.0.$src.2" -json "${args[@]}" | tee "$out/$run.out"
   src=$((src + 1))
   kill "$gw"; wait "$gw" 2>/dev/null || true
+  case $run in idle10k|idle19k|storm10k|ticks10k) ;; *) continue ;; esac
+  [ "${FLOOR:-1}" != 0 ] || continue
+  fargs=()
+  for a in "${args[@]}"; do [[ $a == -redis || $a == redis://* ]] || fargs+=("$a"); done # the floor has no presence
+  port=$(free_port)
+  start_floor "$run" "$port"
+  echo "== $run against the floor (${MODE:-cluster}) loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+  "$out/loadtest" -url "ws://127.0.0.1:$port/ws" -pid "$fl" -src-base "127.0.$src.2" -json "${fargs[@]}" | tee "$out/$run.floor.out"
+  src=$((src + 1))
+  kill "$fl"; wait "$fl" 2>/dev/null || true
+  echo "-- $run: gateway vs floor, same load settings, back to back"
+  compare "$out/$run.out" "$out/$run.floor.out"
 done
 echo "logs and outputs in $out"

@@ -25,25 +25,55 @@ const (
 	reasonTooBig       = "too_big"       // frame over READ_LIMIT (1009)
 	reasonPingTimeout  = "ping_timeout"  // no pong in time
 	reasonTokenExpired = "token_expired" // authentication on: exp passed without a refresh (4001)
+	reasonInvalidUTF8  = "invalid_utf8"  // a text frame that is not UTF-8 (1007)
 	reasonError        = "error"         // anything else (reset, protocol error)
 )
 
 // conn is one WebSocket connection.
 //
-// Concurrency: exactly one goroutine reads (serve). Frames to send go through send, which
-// only appends to a bounded queue under mu and, when no writer is running, starts one; the
-// writer goroutine exists only while the queue is non-empty, so an idle connection costs its
-// reader goroutine and nothing else. send never blocks, so the tick fan-out never waits for a
-// slow socket; a connection whose queue overflows is closed with 1008.
+// # Concurrency contract
 //
-// Ticks take a faster path (Send): a quiet connection, with nothing queued and no large frame
-// written lately, gets the tick written at once by the hub's goroutine under a short socket
-// deadline. That saves a goroutine per socket per tick, which is most of a fan-out's cost and
-// a burst of thousands of stacks at once.
+// Goroutines that touch a conn:
+//   - the reader (Server.serve): the only one that reads. Through the library it also writes
+//     pongs and the close replies; and it writes the welcome before the conn is in the hub.
+//   - hub goroutines call Send, under their shard's lock; the Fibonacci pool and the reader
+//     call send. Both only append to queue and, if the conn is not scheduled yet, put it on the
+//     writers' ready list. They never write to the socket and never wait for it.
+//   - a writer of the Server's fixed pool (writers) runs writeQueued for a scheduled conn: it
+//     hands the queued frames to the library one by one.
+//   - the outbox's flusher, only while the socket has not taken everything written to it.
+//   - the ping timer's goroutine (doPing), and a kick's goroutine running the close handshake.
+//
+// No write waits for the peer: the outbox under the library takes every write at once, keeps
+// what the socket could not take (bounded) and lets its flusher write it under WriteTimeout.
+// So the library's write lock is only ever held for a copy and a non-blocking system call.
+// The one thing that does wait for the peer is the reader: it reads nothing more while over
+// 64 KiB wait for the peer (outbox.waitWritable), the back-pressure that keeps a client which
+// floods without reading from costing CPU.
+//
+// State, and who may change it:
+//   - queue, scheduled, closing: under mu. scheduled: the conn is on the ready list or a
+//     writer is draining it (at most one writer at a time). closing: no more sends; set once.
+//   - reason: the first close reason wins (CompareAndSwap); ended: the reader has returned.
+//   - limiter, limitedSince: the reader's own.
+//
+// Ways a connection ends (each records its reason first; the reader then cleans up):
+//   - the peer closes or the socket fails: the reader's Read returns an error (closeReason).
+//   - kick (slow consumer, rate limit, ping timeout, drain at handshake): close handshake in a
+//     goroutine of its own.
+//   - the outbox fails (over its bound, or no progress for WriteTimeout): it closes the socket
+//     and outboxFailed records slow_consumer.
+//   - the reader refuses a frame (1009 at its header, 1007 for invalid UTF-8): closeWith, on
+//     the reader itself.
+//   - Drain: close handshakes, bounded in number and time.
+//
+// Lock order: hub shard lock → mu. writers.mu is taken after mu is released, never under it.
+// The library's write lock → outbox.mu (outbox.onFail takes no lock of the conn's). No lock is
+// held across a blocking call.
 type conn struct {
 	s     *Server
 	ws    *websocket.Conn
-	nc    net.Conn // the hijacked socket, for write deadlines
+	out   *outbox
 	id    string
 	user  string
 	start time.Time
@@ -52,10 +82,10 @@ type conn struct {
 	ticket     *admission.Ticket // released when serve returns
 
 	mu        sync.Mutex
-	queue     [][]byte
-	writing   bool      // a writer (goroutine or inline) owns the socket's write side
-	closing   bool      // no more sends; a close is under way
-	lastLarge time.Time // when a frame over largeFrame was last written
+	queue     [][]byte  // frames not yet handed to the library
+	one       [1][]byte // queue's storage while it holds one frame (the usual tick)
+	scheduled bool
+	closing   bool
 
 	ended  atomic.Bool            // the reader has returned: abandon pending work
 	reason atomic.Pointer[string] // first close reason wins
@@ -71,47 +101,25 @@ type conn struct {
 	limitedSince time.Time     // start of the current run of rate-limited requests
 }
 
+// outboxPerFrame sizes the outbox: QueueSize frames of up to this many bytes may wait for a
+// slow peer before it is a slow consumer (1 MiB by default). Past that, writeQueued kicks it
+// with 1008; outboxSlack more is room for that close frame and for pongs, after which the
+// outbox itself gives up.
 const (
-	// inlineWriteTimeout bounds a tick written from the hub's goroutine. A quiet connection's
-	// socket buffer holds at most ticks, so it is full only when the peer is minutes behind
-	// (and its pings have failed long before). The deadline is generous because it also
-	// covers the time the goroutine may sit descheduled on a loaded machine before the write.
-	inlineWriteTimeout = time.Second
-	// largeFrame and quietAfterLarge keep the inline path away from a socket that may still be
-	// draining a big answer over a slow link.
-	largeFrame      = 1024
-	quietAfterLarge = 10 * time.Second
+	outboxPerFrame = 16 << 10
+	outboxSlack    = 64 << 10
 )
 
-// Send delivers a tick (hub.Sink): inline when the connection is quiet, else queued.
-func (c *conn) Send(frame []byte) {
-	c.mu.Lock()
-	if c.closing || c.writing || len(c.queue) > 0 || (!c.lastLarge.IsZero() && time.Since(c.lastLarge) < quietAfterLarge) {
-		c.mu.Unlock()
-		c.send(frame, protocol.TypeTime)
-		return
-	}
-	c.writing = true
-	c.mu.Unlock()
-	c.s.framesOut[protocol.TypeTime].Inc()
+// Send queues a tick (hub.Sink). It never blocks. The writers start on it when the hub is
+// done with the tick (Server.Start calls writers.wake).
+func (c *conn) Send(frame []byte) { c.enqueue(frame, protocol.TypeTime, false) }
 
-	err := c.write(frame, inlineWriteTimeout)
+// send queues frame for the writers and wakes them; typ labels the metric.
+func (c *conn) send(frame []byte, typ string) { c.enqueue(frame, typ, true) }
 
-	c.mu.Lock()
-	pending := len(c.queue) > 0 && !c.closing && err == nil
-	c.writing = pending
-	c.mu.Unlock()
-	if err != nil {
-		c.writeFailed(err)
-		return
-	}
-	if pending { // frames queued while the socket was ours
-		go c.writeLoop()
-	}
-}
-
-// send queues frame; typ labels the metric. It drops the frame when the connection is closing.
-func (c *conn) send(frame []byte, typ string) {
+// enqueue queues frame. It drops the frame when the connection is closing, and kicks the
+// connection with 1008 when QueueSize frames are already waiting.
+func (c *conn) enqueue(frame []byte, typ string, wake bool) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -122,62 +130,78 @@ func (c *conn) send(frame []byte, typ string) {
 		c.kick(reasonSlowConsumer, websocket.StatusPolicyViolation, "slow consumer: outbound queue full")
 		return
 	}
-	c.queue = append(c.queue, frame)
-	if !c.writing {
-		c.writing = true
-		go c.writeLoop()
+	if len(c.queue) == 0 {
+		c.queue = c.one[:0]
 	}
+	c.queue = append(c.queue, frame)
+	schedule := !c.scheduled
+	c.scheduled = true
 	c.mu.Unlock()
+	if schedule {
+		c.s.writers.schedule(c, wake)
+	}
 	c.s.framesOut[typ].Inc()
 }
 
-// writeLoop drains the queue, each write under WriteTimeout, and exits when it is empty.
-func (c *conn) writeLoop() {
+// writeQueued hands every queued frame to the library, on a writer goroutine, and returns
+// when the queue is empty. A peer that has left more than its share unread is kicked.
+func (c *conn) writeQueued() {
 	for {
 		c.mu.Lock()
-		if len(c.queue) == 0 || c.closing {
-			c.queue = nil // let an idle connection hold no buffer
-			c.writing = false
+		if c.closing || len(c.queue) == 0 {
+			c.one[0] = nil
+			c.queue = nil
+			c.scheduled = false
 			c.mu.Unlock()
 			return
 		}
 		frame := c.queue[0]
 		c.queue[0] = nil
 		c.queue = c.queue[1:]
-		if len(frame) > largeFrame {
-			c.lastLarge = time.Now()
-		}
 		c.mu.Unlock()
 
-		if err := c.write(frame, c.s.opts.WriteTimeout); err != nil {
+		if c.out.buffered() > c.s.opts.QueueSize*outboxPerFrame {
+			c.kick(reasonSlowConsumer, websocket.StatusPolicyViolation, "slow consumer: outbound queue full")
+			continue // closing now: the loop ends
+		}
+		if err := c.write(frame); err != nil {
 			c.writeFailed(err)
-			c.mu.Lock()
-			c.queue = nil
-			c.writing = false
-			c.mu.Unlock()
-			return
+			c.stopSending()
 		}
 	}
 }
 
-// write sends one text frame under a socket deadline. Only the current writer calls it.
-func (c *conn) write(frame []byte, timeout time.Duration) error {
-	_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
-	err := c.ws.Write(context.Background(), websocket.MessageText, frame)
-	_ = c.nc.SetWriteDeadline(time.Time{}) // the library's own writes (pongs, close) must not inherit it
-	return err
+// write hands one text frame to the library; it returns at once (see outbox).
+func (c *conn) write(frame []byte) error {
+	return c.ws.Write(context.Background(), websocket.MessageText, frame)
 }
 
-// writeFailed handles a failed write: the library has closed the connection already.
+// writeFailed handles a failed write: the outbox has closed the socket, or it was closed.
 func (c *conn) writeFailed(err error) {
-	var ne net.Error
-	switch {
-	case c.ended.Load(): // the connection is already ending; its reason is set
-	case errors.As(err, &ne) && ne.Timeout():
-		c.kick(reasonSlowConsumer, websocket.StatusPolicyViolation, "slow consumer: write timed out")
-	default:
-		c.kick(reasonError, websocket.StatusInternalError, "")
+	if c.ended.Load() || errors.Is(err, errOutboxFull) { // the reason is set already
+		return
 	}
+	c.kick(reasonError, websocket.StatusInternalError, "")
+}
+
+// outboxFailed is the outbox's onFail: a peer that stopped taking bytes is a slow consumer.
+// Runs under the outbox's lock: no lock of the conn's here.
+func (c *conn) outboxFailed(err error) {
+	var ne net.Error
+	if (errors.Is(err, errOutboxFull) || errors.As(err, &ne) && ne.Timeout()) && c.setReason(reasonSlowConsumer) {
+		c.s.m.SlowConsumers.Inc()
+	}
+}
+
+// closeWith ends the connection from the reader: it records why, stops sending and runs the
+// close handshake on the reader's goroutine (the library waits up to 5 s for the peer's
+// close frame; nothing else is reading meanwhile).
+func (c *conn) closeWith(why string, code websocket.StatusCode, reason string) {
+	if !c.setReason(why) {
+		return
+	}
+	c.stopSending()
+	_ = c.ws.Close(code, reason)
 }
 
 // kick closes the connection with code and reason, recording why. It returns at once: the

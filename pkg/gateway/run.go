@@ -124,7 +124,7 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		tickerDone <- nil
 	}
 
-	hs := &http.Server{Handler: public, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	hs := newHTTPServer(public, log, httpIdleTimeout)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	mode := "standalone"
@@ -158,6 +158,20 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	}
 	log.Info("stopped")
 	return errors.Join(errs...)
+}
+
+// httpIdleTimeout is how long an idle keep-alive HTTP connection stays open (docs/PROTOCOL.md).
+const httpIdleTimeout = 60 * time.Second
+
+// newHTTPServer is the gateway's http.Server; idle is its IdleTimeout (httpIdleTimeout in
+// Run, shorter in tests).
+func newHTTPServer(h http.Handler, log *slog.Logger, idle time.Duration) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       idle,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 }
 
 // healthcheck GETs /healthz on the local port of addr.

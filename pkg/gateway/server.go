@@ -47,7 +47,7 @@ type Options struct {
 	ReadLimit      int64    // largest client frame; larger closes with 1009.
 	AllowedOrigins []string // extra origin patterns for browsers.
 
-	QueueSize      int              // outbound frames a connection may have queued. Defaults to 64.
+	QueueSize      int              // outbound frames a connection may have queued; its unsent bytes are bounded by QueueSize × 16 KiB. Defaults to 64.
 	WriteTimeout   time.Duration    // deadline of one write. Defaults to 10s.
 	PingInterval   time.Duration    // between application pings (plus up to 25% jitter). Defaults to 30s.
 	PingTimeout    time.Duration    // wait for a pong. Defaults to 15s.
@@ -109,14 +109,15 @@ func (o *Options) defaults() {
 
 // Server holds the gateway's connections. Build it with NewServer.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	m      *metrics.Metrics
-	broker broker.Broker
-	store  presence.Store
-	hub    *hub.Hub
-	pool   *pool
-	adm    *admission.Controller
+	opts    Options
+	log     *slog.Logger
+	m       *metrics.Metrics
+	broker  broker.Broker
+	store   presence.Store
+	hub     *hub.Hub
+	pool    *pool
+	adm     *admission.Controller
+	writers *writers // write queued frames to sockets, off the hub's goroutines
 
 	// framesOut holds ws_frames_out_total's counter per frame type, resolved once: the tick
 	// path counts one frame per socket per tick.
@@ -154,6 +155,7 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 	s.ready.add(s.fullCheck)
 	s.ready.add(presenceCheck(store)...)
 	s.pool = newPool(ctx, opts.FibWorkers, opts.FibQueue, fib.NewCache(opts.FibCacheBytes), m)
+	s.writers = newWriters(runtime.GOMAXPROCS(0))
 	return s
 }
 
@@ -161,7 +163,9 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 // every tick reaches every connection. The broker watches its own subscription (and repairs
 // it); the server only reads its state, in /readyz.
 func (s *Server) Start() error {
-	if err := s.broker.Subscribe(s.ctx, func(frame []byte) { s.hub.Broadcast(frame) }); err != nil {
+	// The hub queues the tick on every connection, then the writers start on all of them at
+	// once (see writers.schedule).
+	if err := s.broker.Subscribe(s.ctx, func(frame []byte) { s.hub.Broadcast(frame); s.writers.wake() }); err != nil {
 		return fmt.Errorf("gateway: subscribe to ticks: %w", err)
 	}
 	return nil
@@ -243,6 +247,7 @@ func (s *Server) Drain(ctx context.Context) {
 	}
 	s.cancel()
 	s.pool.wait()
+	s.writers.close()
 }
 
 // closeBounded runs the close handshake but gives up at ctx's deadline.

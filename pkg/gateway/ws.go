@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
@@ -56,8 +57,14 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if claims.User != "" {
 		user = claims.User
 	}
-	hw := &hijackWriter{ResponseWriter: w}
-	ws, err := websocket.Accept(hw, r, s.acceptOptions())
+	hw := &hijackWriter{
+		ResponseWriter: w, readLimit: s.opts.ReadLimit, writeTimeout: s.opts.WriteTimeout,
+		outboxLimit: s.opts.QueueSize*outboxPerFrame + outboxSlack,
+	}
+	var c *conn // set below, before the reader (the only caller of OnPingReceived) starts
+	opts := s.acceptOptions()
+	opts.OnPingReceived = func(ctx context.Context, _ []byte) bool { return s.pingReceived(ctx, c) }
+	ws, err := websocket.Accept(hw, r, opts)
 	if err != nil {
 		// Accept has already answered (403 for a foreign origin, 426 for a non-upgrade).
 		label := "handshake"
@@ -72,8 +79,8 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 
 	// The connection outlives the request: nothing below uses r or its context (see
 	// websocket.Accept's doc).
-	c := &conn{
-		s: s, ws: ws, nc: hw.conn,
+	c = &conn{
+		s: s, ws: ws, out: hw.out,
 		id:         newConnID(),
 		user:       user,
 		start:      time.Now(),
@@ -81,6 +88,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		ticket:     ticket,
 		exp:        claims.Expiry,
 	}
+	c.out.onFail = c.outboxFailed // before anything is written
 	upgraded = true
 	go s.serve(c)
 }
@@ -95,7 +103,7 @@ func (s *Server) serve(c *conn) {
 	if joined {
 		s.store.Join(protocol.User{ConnID: c.id, User: c.user, Gateway: s.opts.ID, ConnectedAt: c.start.UTC().Truncate(time.Millisecond)})
 	}
-	if err := c.write(protocol.EncodeWelcome(c.id, c.user, s.opts.ID, s.opts.MaxN, c.expUnix()), s.opts.WriteTimeout); err != nil {
+	if err := c.write(protocol.EncodeWelcome(c.id, c.user, s.opts.ID, s.opts.MaxN, c.expUnix())); err != nil {
 		_ = c.ws.CloseNow()
 		if joined {
 			s.store.Leave(c.id, protocol.ReasonClosed)
@@ -162,14 +170,27 @@ func (s *Server) closeReason(c *conn, err error) string {
 	return *c.reason.Load()
 }
 
-// readLoop is the one reader: every frame is parsed and answered or handed to the pool.
+// errInvalidUTF8 ends the read loop of a connection that sent a text frame that is not UTF-8.
+var errInvalidUTF8 = errors.New("gateway: text frame is not valid UTF-8")
+
+// readLoop is the one reader: every frame is parsed and answered or handed to the pool. A
+// frame header declaring more than READ_LIMIT (seen by the frameGuard under the library)
+// closes with 1009 at once; a text frame that is not UTF-8 with 1007 (RFC 6455 §8.1).
 func (s *Server) readLoop(c *conn) error {
 	for {
 		// No context: the read ends when the socket closes (kick, drain, peer), and a
 		// cancellable context would cost every idle connection a registration.
 		typ, data, err := c.ws.Read(context.Background())
+		if errors.Is(err, errFrameTooBig) {
+			c.closeWith(reasonTooBig, websocket.StatusMessageTooBig, "frame over the read limit")
+			return err
+		}
 		if err != nil {
 			return err
+		}
+		if typ == websocket.MessageText && !utf8.Valid(data) {
+			c.closeWith(reasonInvalidUTF8, websocket.StatusInvalidFramePayloadData, "text frame is not valid UTF-8")
+			return errInvalidUTF8
 		}
 		s.handleFrame(c, typ, data)
 	}
@@ -203,6 +224,55 @@ func (s *Server) handleFrame(c *conn, typ websocket.MessageType, data []byte) {
 	if !s.pool.submit(job{c: c, req: req}) {
 		s.m.FibResults.WithLabelValues(protocol.CodeBusy).Inc()
 		c.send(protocol.EncodeError(req.ID, protocol.CodeBusy, "the gateway's Fibonacci workers are saturated; retry later"), protocol.TypeError)
+	}
+}
+
+// pingReceived applies the per-connection rate limit to pings, on the reader, before the
+// library answers one: a ping over the limit is answered late, the reader sleeping until the
+// limit allows it, so a flood of pings is slowed down to the limit by TCP itself and costs
+// the gateway next to nothing. A client still over the limit RateLimitGrace after it first
+// was is closed with 1008, as for requests (it is not sent rate_limited: a ping has no id).
+// A ping of a connection already closing is not answered.
+func (s *Server) pingReceived(ctx context.Context, c *conn) bool {
+	if c.reason.Load() != nil {
+		// Closing: the close handshake will stop this reader. Until then, don't spin.
+		sleepCtx(ctx, 100*time.Millisecond)
+		return false
+	}
+	if c.limiter == nil {
+		c.limiter = rate.NewLimiter(rate.Limit(s.opts.Rate), s.opts.Burst)
+	}
+	now := time.Now()
+	r := c.limiter.ReserveN(now, 1)
+	d := r.DelayFrom(now)
+	if d == 0 {
+		// Within the limit. Only half a burst saved up again ends a run of limited pings:
+		// a flood the reader merely fell behind on (a loaded machine) is still a flood.
+		if c.limiter.TokensAt(now) >= float64(s.opts.Burst)/2 {
+			c.limitedSince = time.Time{}
+		}
+		return true
+	}
+	if c.limitedSince.IsZero() {
+		c.limitedSince = now
+	} else if now.Sub(c.limitedSince) >= s.opts.RateLimitGrace {
+		r.Cancel()
+		c.kick(reasonRateLimit, websocket.StatusPolicyViolation, "rate limit exceeded for 10s")
+		return false
+	}
+	// The library answers under ctx (5 s): leave it time to.
+	return sleepCtx(ctx, min(d, 4*time.Second))
+}
+
+// sleepCtx sleeps for d or until ctx is done, and reports whether it slept the whole d.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -19,9 +19,12 @@ import (
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
-// Sink receives frames. Send must not block: it queues the frame (or drops the sink as a
-// slow consumer) and returns. The frame is shared and must not be modified. Send runs under
-// the lock of the sink's shard, so it must not call Add or the sink's remove function.
+// Sink receives frames. Send runs on a hub goroutine under the lock of the sink's shard, so it
+// must only enqueue: queue the frame (or drop the sink as a slow consumer) and return, with no
+// I/O and no wait on anything but a short lock of its own; the socket write happens elsewhere
+// (the gateway's writer pool). One slow sink would otherwise delay every sink after it in the
+// shard, and the next tick. The frame is shared and must not be modified. Send must not call
+// Add or the sink's remove function.
 type Sink interface {
 	Send(frame []byte)
 }

@@ -20,7 +20,7 @@ type Metrics struct {
 	// Connections.
 	ConnectionsOpen prometheus.Gauge
 	Connects        prometheus.Counter
-	Disconnects     *prometheus.CounterVec // reason: closed, drained, slow_consumer, rate_limit, too_big, ping_timeout, token_expired, error
+	Disconnects     *prometheus.CounterVec // reason: closed, drained, slow_consumer, rate_limit, too_big, invalid_utf8, ping_timeout, token_expired, error
 	Rejected        *prometheus.CounterVec // reason: bad_user, unauthorized, forbidden_user, origin, handshake, draining, full, per_ip
 	ConnectionsMax  prometheus.Gauge       // MAX_CONNECTIONS as resolved at start
 	AcceptErrors    *prometheus.CounterVec // class: emfile, enfile, other
