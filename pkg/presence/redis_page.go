@@ -52,9 +52,12 @@ func parseCursor(s string, shards int) (cursor, error) {
 }
 
 // Page walks the shards' hashes with HSCAN (never one command over a whole hash), COUNT the
-// room left in the page. An HSCAN batch larger than that room is cut, and the cursor remembers
-// the last conn_id returned; the next page repeats that HSCAN and skips through that conn_id
-// (or, if it has left meanwhile, returns the whole batch again: a repeat, never a miss).
+// room left in the page. A page ends before an HSCAN batch that does not fit, so the next page
+// repeats that batch whole: HSCAN's own guarantee (everything present throughout a walk is
+// returned) then holds page by page. Only a batch larger than a whole page is cut; the cursor
+// then remembers the last conn_id returned, and the next page repeats that HSCAN with the same
+// COUNT (the page is empty both times) and skips through that conn_id, or, if it has left
+// meanwhile, returns the whole batch again: a repeat, never a miss.
 // Count and Distinct are the sums of the shards' HLEN, read in the same round trip as the
 // page's first HSCAN.
 func (r *Redis) Page(ctx context.Context, cur string, limit int) (Page, error) {
@@ -82,15 +85,25 @@ func (r *Redis) Page(ctx context.Context, cur string, limit int) (Page, error) {
 					break
 				}
 			}
-			c.after = ""
 		}
-		for i := 0; i+1 < len(pairs); i += 2 {
-			if len(p.Users) == limit {
-				c.after = p.Users[len(p.Users)-1].ConnID
+		if len(pairs)/2 > room {
+			if len(p.Users) > 0 { // the next page repeats this batch whole
 				p.NextCursor = c.String()
 				Sort(p.Users)
 				return p, nil
 			}
+			for i := 0; i+1 < len(pairs) && len(p.Users) < limit; i += 2 {
+				if u, ok := decodeUser(pairs[i], pairs[i+1]); ok {
+					p.Users = append(p.Users, u)
+				}
+				c.after = pairs[i]
+			}
+			p.NextCursor = c.String()
+			Sort(p.Users)
+			return p, nil
+		}
+		c.after = ""
+		for i := 0; i+1 < len(pairs); i += 2 {
 			if u, ok := decodeUser(pairs[i], pairs[i+1]); ok {
 				p.Users = append(p.Users, u)
 			}
@@ -98,6 +111,7 @@ func (r *Redis) Page(ctx context.Context, cur string, limit int) (Page, error) {
 		c.scan = next
 		if next == 0 {
 			c.shard++
+			c.scan = 0
 			if c.shard == len(r.shards) {
 				break // the last page
 			}
