@@ -50,12 +50,12 @@ func (s *sim) phases(ctx context.Context, rep *Report) error {
 	if err != nil {
 		return err
 	}
+	rampStart := time.Now()
 	s.ramp(ctx)
-	took, err := s.waitCount(ctx, s.cfg.total())
-	if err != nil {
+	if _, err := s.waitCount(ctx, s.cfg.total()); err != nil {
 		return err
 	}
-	rep.ConnectSeconds = took.Seconds()
+	rep.ConnectSeconds = time.Since(rampStart).Seconds()
 	if err := s.add(ctx, rep, p, s.cfg.total()); err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func (s *sim) phases(ctx context.Context, rep *Report) error {
 	}
 
 	// verify: presence holds exactly the connections of the live gateways.
-	took, err = s.waitExact(ctx)
+	took, err := s.waitExact(ctx)
 	rep.ExactAfterSeconds = took.Seconds()
 	rep.Expected = len(s.expected())
 	if n, cerr := s.presenceCount(ctx); cerr == nil {

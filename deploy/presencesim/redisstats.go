@@ -51,7 +51,7 @@ type stats struct {
 func newStats(ctx context.Context, addrs []string, thresholdUS int) (*stats, error) {
 	s := &stats{addrs: addrs}
 	for _, a := range addrs {
-		c := redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1})
+		c := redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1, ClientName: simClientName})
 		c.AddHook(&s.own)
 		s.clients = append(s.clients, c)
 		old, err := c.ConfigGet(ctx, "slowlog-*").Result()
@@ -237,6 +237,9 @@ func (s *stats) poll(ctx context.Context) {
 		_ = c.Do(ctx, "SLOWLOG", "RESET").Err()
 		s.slow.mu.Lock()
 		for _, l := range logs {
+			if l.ClientName == simClientName {
+				continue // the simulator's own INFO, HSCAN, ...
+			}
 			e := slowEntry{Micros: l.Duration.Microseconds(), Command: shortArgs(l.Args), Node: s.addrs[i]}
 			name := ""
 			if len(l.Args) > 0 {

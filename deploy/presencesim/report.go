@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 	"strings"
 
 	"github.com/wsgw/wsgw/deploy/loadgen"
@@ -22,6 +24,11 @@ type Report struct {
 	Shards          int     `json:"presence_shards"`
 	TTL             string  `json:"presence_ttl"`
 	Churn           float64 `json:"churn_per_sec"`
+	// LoadBefore and LoadAfter are the machine's 1-minute load average (/proc/loadavg) when
+	// the run started and ended: Redis shares the cores with everything else, and the figures
+	// mean little without it.
+	LoadBefore string `json:"load_before,omitempty"`
+	LoadAfter  string `json:"load_after,omitempty"`
 
 	ConnectSeconds    float64        `json:"connect_seconds"` // until every join was in presence
 	Phases            []PhaseReport  `json:"phases"`
@@ -151,6 +158,7 @@ func (r *Report) derive(cfg Config) {
 func (r *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "\npresencesim: %s Redis (%d master(s)), %d gateways, %d connections (%d on the crashing gateway), %d shard(s), TTL %s, churn %.0f/s\n",
 		r.Mode, r.Nodes, r.Gateways, r.Total, r.VictimConns, r.Shards, r.TTL, r.Churn)
+	fmt.Fprintf(w, "  load average %s before, %s after (nproc %d)\n", r.LoadBefore, r.LoadAfter, runtime.NumCPU())
 	fmt.Fprintf(w, "  connected in %.2f s; presence exact at the end: %v (%d of %d, %.2f s after churn stopped)\n",
 		r.ConnectSeconds, r.Exact, r.PresenceCount, r.Expected, r.ExactAfterSeconds)
 	pc := r.PerConn
@@ -200,4 +208,17 @@ func (r *Report) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "longest command: %d µs %s (on %s)\n", r.Longest.Micros, r.Longest.Command, r.Longest.Node)
 	fmt.Fprintf(w, "longest script:  %d µs %s (on %s)\n", r.LongestScript.Micros, r.LongestScript.Command, r.LongestScript.Node)
+}
+
+// loadAverage is the first field of /proc/loadavg, or "?" where there is none.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }

@@ -93,7 +93,9 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if s.cluster() {
 		rep.Mode = "cluster"
 	}
+	rep.LoadBefore = loadAverage()
 	err = s.phases(ctx, rep)
+	rep.LoadAfter = loadAverage()
 	rep.derive(s.cfg)
 	rep.Longest, rep.LongestScript = s.stats.slow.overallMax, s.stats.slow.overallScript
 	return rep, err
@@ -149,8 +151,8 @@ func (s *sim) connect(ctx context.Context) error {
 		}
 	}
 	var err error
-	if s.observer, err = rc.NewClient(); err != nil {
-		return fmt.Errorf("presencesim: %w", err)
+	if s.observer, err = observerClient(rc); err != nil {
+		return err
 	}
 	addrs, err := masters(ctx, s.observer)
 	if err != nil {
@@ -178,6 +180,23 @@ func (s *sim) connect(ctx context.Context) error {
 		s.gws = append(s.gws, g)
 	}
 	return nil
+}
+
+// simClientName names the simulator's own connections (CLIENT SETNAME), so their commands
+// are left out of the SLOWLOG maxima.
+const simClientName = "presencesim"
+
+// observerClient is the simulator's own client, named simClientName.
+func observerClient(rc config.Redis) (redis.UniversalClient, error) {
+	if rc.URL == "" {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs, ClientName: simClientName}), nil
+	}
+	o, err := redis.ParseURL(rc.URL)
+	if err != nil {
+		return nil, fmt.Errorf("presencesim: -redis: %w", err)
+	}
+	o.ClientName = simClientName
+	return redis.NewClient(o), nil
 }
 
 // masters returns the address of every master node: the one server, or each Cluster master.
@@ -295,7 +314,7 @@ func (s *sim) waitCount(ctx context.Context, want int) (time.Duration, error) {
 func (s *sim) diffPresence(ctx context.Context, want map[string]bool) (missing, extra int, err error) {
 	seen := 0
 	for _, h := range presenceHashes(s.prefix, s.cfg.Shards) {
-		it := s.observer.HScan(ctx, h, 0, "", 10000).Iterator()
+		it := s.observer.HScan(ctx, h, 0, "", 1000).Iterator() // pages as /users reads them
 		got := map[string]bool{}
 		for field := true; it.Next(ctx); field = !field { // field, value, field, value, ...
 			if field {
