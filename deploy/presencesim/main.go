@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&cfg.Churn, "churn", 100, "connections replaced per second (one leave and one join each) in the churn and crash phases")
 	fs.Float64Var(&cfg.RampRate, "ramp-rate", 0, "joins per second while connecting, over all gateways (0: all at once)")
 	fs.IntVar(&cfg.Users, "users", 0, "distinct users the connections are drawn from (0: half the connections)")
+	fs.IntVar(&cfg.Subscribers, "subscribers", -1, "connections subscribed to the time channel after the steady phase: a ticks phase then publishes 10 ticks/s for 5 s (-1: one per gateway)")
 	fs.IntVar(&cfg.Shards, "shards", 1, "PRESENCE_SHARDS")
 	fs.StringVar(&cfg.Prefix, "prefix", "", "key prefix (default sim:, or {sim}: in Cluster mode); must hold no presence")
 	fs.DurationVar(&cfg.TTL, "ttl", 15*time.Second, "PRESENCE_TTL: heartbeat TTL, refreshed and checked every TTL/3")
@@ -83,6 +84,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				cfg.ClusterAddrs = append(cfg.ClusterAddrs, a)
 			}
 		}
+	}
+	if cfg.Subscribers < 0 {
+		cfg.Subscribers = cfg.Gateways
 	}
 	if cfg.Idle == 0 {
 		cfg.Idle = cfg.TTL

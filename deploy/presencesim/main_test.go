@@ -78,7 +78,7 @@ func checkFilled(t *testing.T, rep *Report, phases ...string) {
 		"memory": pc.MemoryBytes, "connect cpu": pc.ConnectCPUus, "connect commands": pc.ConnectCommands,
 		"disconnect commands": pc.DisconnectCommands, "steady commands": pc.HeartbeatCommands,
 		"sweep script time": pc.SweepScriptUSPerConn, "churn p50": pc.ChurnPipelineP50ms, "churn p99": pc.ChurnPipelineP99ms,
-		"churn commands/s": pc.ChurnCommandsPerSecTotal,
+		"churn commands/s": pc.ChurnCommandsPerSecTotal, "publish to subscribers": pc.PublishUSPerCall,
 	} {
 		if v <= 0 {
 			t.Errorf("per connection %s = %v, want > 0", name, v)
@@ -95,7 +95,7 @@ func checkFilled(t *testing.T, rep *Report, phases ...string) {
 func TestShortRunStandalone(t *testing.T) {
 	r := testkit.StartRedis(t)
 	rep, summary := simulate(t, append([]string{"-redis", r.URL(), "-slowlog-us", "0"}, short...)...)
-	checkFilled(t, rep, "connect", "steady", "churn", "crash", "disconnect")
+	checkFilled(t, rep, "connect", "steady", "ticks", "churn", "crash", "disconnect")
 	if rep.Mode != "standalone" || rep.Nodes != 1 {
 		t.Errorf("mode %s with %d masters, want standalone with 1", rep.Mode, rep.Nodes)
 	}
@@ -117,7 +117,7 @@ func TestShortRunStandalone(t *testing.T) {
 func TestShortRunStartedServerRestart(t *testing.T) {
 	testkit.Need(t, "redis-server")
 	rep, _ := simulate(t, append([]string{"-start", "-restart", "-dir", t.TempDir()}, short...)...)
-	checkFilled(t, rep, "connect", "steady", "churn", "crash", "restart", "disconnect")
+	checkFilled(t, rep, "connect", "steady", "ticks", "churn", "crash", "restart", "disconnect")
 	if rep.Restart == nil || rep.Restart.Conns != rep.Expected || rep.Restart.DownSeconds <= 0 {
 		t.Errorf("restart report %+v, want %d connections written back", rep.Restart, rep.Expected)
 	}
@@ -128,7 +128,7 @@ func TestShortRunStartedServerRestart(t *testing.T) {
 func TestShortRunCluster(t *testing.T) {
 	c := testkit.StartCluster(t)
 	rep, _ := simulate(t, append([]string{"-cluster", strings.Join(c.Addrs(), ",")}, short...)...)
-	checkFilled(t, rep, "connect", "steady", "churn", "crash", "disconnect")
+	checkFilled(t, rep, "connect", "steady", "ticks", "churn", "crash", "disconnect")
 	if rep.Mode != "cluster" || rep.Nodes != 3 {
 		t.Errorf("mode %s with %d masters, want cluster with 3", rep.Mode, rep.Nodes)
 	}

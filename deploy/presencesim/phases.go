@@ -71,6 +71,26 @@ func (s *sim) phases(ctx context.Context, rep *Report) error {
 		return err
 	}
 
+	// ticks: the steady load plus tickRate ticks a second to Subscribers subscribers.
+	if s.cfg.Subscribers > 0 {
+		ticks, err := s.startTicks(ctx, s.cfg.Subscribers)
+		if err != nil {
+			return err
+		}
+		if p, err = s.begin(ctx, "ticks"); err != nil {
+			ticks.stop()
+			return err
+		}
+		err = s.sleep(ctx, ticksPhase)
+		n := ticks.stop()
+		if err != nil {
+			return err
+		}
+		if err := s.add(ctx, rep, p, n); err != nil {
+			return err
+		}
+	}
+
 	// churn: connections replaced at the churn rate.
 	ch := s.startChurn(ctx)
 	if p, err = s.begin(ctx, "churn"); err != nil {

@@ -21,6 +21,7 @@ type Report struct {
 	Total           int     `json:"connections"`
 	Users           int     `json:"user_pool"`
 	Crashes         int     `json:"crashes"`
+	Subscribers     int     `json:"time_subscribers"`
 	Shards          int     `json:"presence_shards"`
 	TTL             string  `json:"presence_ttl"`
 	Churn           float64 `json:"churn_per_sec"`
@@ -83,6 +84,8 @@ type PerConn struct {
 	SteadyCommandsPerS       float64 `json:"steady_commands_per_sec"`           // steady: heartbeats and sweep checks
 	HeartbeatCommands        float64 `json:"commands_per_gateway_per_interval"` // steady commands / (gateways × TTL/3 intervals)
 	HeartbeatCPUus           float64 `json:"redis_cpu_us_per_gateway_per_interval"`
+	PublishUSPerCall         float64 `json:"tick_publish_us_per_call"` // commandstats: one tick to every subscriber
+	TickCPUus                float64 `json:"tick_redis_cpu_us"`        // ticks: (CPU − steady rate) / ticks, socket writes included
 	SweepScriptUSPerConn     float64 `json:"sweep_script_us_per_conn"` // crash: script time in commandstats / swept connections
 	SweepScriptCalls         int64   `json:"sweep_script_calls"`
 	SweepScriptUSPerCall     float64 `json:"sweep_script_us_per_call"`
@@ -124,6 +127,13 @@ func (r *Report) derive(cfg Config) {
 		intervals := per(p.Usage.Seconds, (cfg.TTL/3).Seconds()) * float64(cfg.Gateways)
 		pc.HeartbeatCommands = per(float64(p.Usage.Commands), intervals)
 		pc.HeartbeatCPUus = per(p.Usage.CPUSeconds*1e6, intervals)
+
+	}
+	if p := r.phase("ticks"); p != nil {
+		if c, ok := p.Usage.ByCommand["publish"]; ok {
+			pc.PublishUSPerCall = per(float64(c.Usec), float64(c.Calls))
+		}
+		pc.TickCPUus = per((p.Usage.CPUSeconds-cpuRate*p.Usage.Seconds)*1e6, float64(p.Ops))
 	}
 	if p := r.phase("churn"); p != nil {
 		pc.ChurnCPUus = per((p.Usage.CPUSeconds-cpuRate*p.Usage.Seconds)*1e6, float64(p.Ops))
@@ -171,6 +181,8 @@ func (r *Report) print(w io.Writer) {
 		pc.SweepScriptUSPerConn, pc.SweepScriptCalls, pc.SweepScriptUSPerCall)
 	fmt.Fprintf(w, "steady (heartbeats + sweep checks): %.1f %% Redis CPU, %.0f commands/s; per gateway per TTL/3: %.1f commands, %.0f µs CPU\n",
 		pc.SteadyCPUPercent, pc.SteadyCommandsPerS, pc.HeartbeatCommands, pc.HeartbeatCPUus)
+	fmt.Fprintf(w, "ticks: one PUBLISH to %d subscribers: %.1f µs in commandstats, %.0f µs of Redis CPU with the socket writes (ticks phase, steady rate subtracted)\n",
+		r.Subscribers, pc.PublishUSPerCall, pc.TickCPUus)
 	fmt.Fprintf(w, "phases:\n")
 	for _, p := range r.Phases {
 		fmt.Fprintf(w, "  %-10s %6.1f s %8d ops %9d commands %8.0f/s  cpu %6.2f s  mem %+.1f MB (now %.1f MB)",

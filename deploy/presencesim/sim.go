@@ -30,6 +30,7 @@ type Config struct {
 	Churn       float64 // connections replaced per second (one leave and one join each)
 	RampRate    float64 // joins per second while connecting (0: all at once)
 	Users       int     // distinct users the connections are drawn from (0: half the connections)
+	Subscribers int     // connections subscribed to the time channel in the steady phase
 	Shards      int     // PRESENCE_SHARDS
 	Prefix      string  // key prefix ("" : sim: or {sim}: in Cluster mode)
 	TTL         time.Duration
@@ -89,7 +90,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	}
 	rep = &Report{Mode: "standalone", Nodes: len(s.stats.addrs), Gateways: cfg.Gateways,
 		ConnsPerGateway: cfg.Conns, VictimConns: cfg.VictimConns, Total: cfg.total(), Crashes: cfg.Crashes,
-		Shards: max(cfg.Shards, 1), TTL: cfg.TTL.String(), Churn: cfg.Churn, Users: cfg.Users}
+		Subscribers: cfg.Subscribers, Shards: max(cfg.Shards, 1), TTL: cfg.TTL.String(), Churn: cfg.Churn, Users: cfg.Users}
 	if s.cluster() {
 		rep.Mode = "cluster"
 	}
