@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/deploy/localcluster"
 )
 
 // server is one redis-server process this program started: it is the only process the
@@ -30,15 +31,6 @@ type server struct {
 // report cluster_state:ok.
 const startTimeout = 15 * time.Second
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // startServer starts redis-server without persistence on a free loopback port, in its own
 // directory under dir, retrying when the port was taken in between.
 func startServer(ctx context.Context, dir string, extra []string) (*server, error) {
@@ -48,7 +40,7 @@ func startServer(ctx context.Context, dir string, extra []string) (*server, erro
 	}
 	var lastErr error
 	for range 5 {
-		port, err := freePort()
+		port, err := localcluster.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -169,7 +161,7 @@ func startCluster(ctx context.Context, dir string, n int) (servers []*server, er
 		}
 	}()
 	for range n {
-		bus, err := freePort() // explicit: port+10000 may be taken or out of range
+		bus, err := localcluster.FreePort() // explicit: port+10000 may be taken or out of range
 		if err != nil {
 			return servers, err
 		}
