@@ -84,9 +84,12 @@ type PerConn struct {
 	SteadyCommandsPerS       float64 `json:"steady_commands_per_sec"`           // steady: heartbeats and sweep checks
 	HeartbeatCommands        float64 `json:"commands_per_gateway_per_interval"` // steady commands / (gateways × TTL/3 intervals)
 	HeartbeatCPUus           float64 `json:"redis_cpu_us_per_gateway_per_interval"`
-	PublishUSPerCall         float64 `json:"tick_publish_us_per_call"` // commandstats: one tick to every subscriber
-	TickCPUus                float64 `json:"tick_redis_cpu_us"`        // ticks: (CPU − steady rate) / ticks, socket writes included
-	SweepScriptUSPerConn     float64 `json:"sweep_script_us_per_conn"` // crash: script time in commandstats / swept connections
+	HeartbeatWrites          float64 `json:"heartbeat_writes_per_gateway_per_interval"` // SET + SADD
+	SweepChecks              float64 `json:"sweep_checks_per_gateway_per_interval"`     // SMEMBERS + EXISTS: O(gateways) each
+	ChurnHeartbeatSETs       float64 `json:"churn_heartbeat_sets_per_op"`               // every flush refreshes the heartbeat
+	PublishUSPerCall         float64 `json:"tick_publish_us_per_call"`                  // commandstats: one tick to every subscriber
+	TickCPUus                float64 `json:"tick_redis_cpu_us"`                         // ticks: (CPU − steady rate) / ticks, socket writes included
+	SweepScriptUSPerConn     float64 `json:"sweep_script_us_per_conn"`                  // crash: script time in commandstats / swept connections
 	SweepScriptCalls         int64   `json:"sweep_script_calls"`
 	SweepScriptUSPerCall     float64 `json:"sweep_script_us_per_call"`
 	ChurnPipelineP50ms       float64 `json:"churn_pipeline_p50_ms"`
@@ -127,6 +130,9 @@ func (r *Report) derive(cfg Config) {
 		intervals := per(p.Usage.Seconds, (cfg.TTL/3).Seconds()) * float64(cfg.Gateways)
 		pc.HeartbeatCommands = per(float64(p.Usage.Commands), intervals)
 		pc.HeartbeatCPUus = per(p.Usage.CPUSeconds*1e6, intervals)
+		bc := p.Usage.ByCommand
+		pc.HeartbeatWrites = per(float64(bc["set"].Calls+bc["sadd"].Calls), intervals)
+		pc.SweepChecks = per(float64(bc["smembers"].Calls+bc["exists"].Calls), intervals)
 
 	}
 	if p := r.phase("ticks"); p != nil {
@@ -139,6 +145,7 @@ func (r *Report) derive(cfg Config) {
 		pc.ChurnCPUus = per((p.Usage.CPUSeconds-cpuRate*p.Usage.Seconds)*1e6, float64(p.Ops))
 		pc.ChurnCommands = per(float64(p.Usage.Commands)-cmdRate*p.Usage.Seconds, float64(p.Ops))
 		pc.ChurnCommandsPerSecTotal = p.Usage.CommandsPerS
+		pc.ChurnHeartbeatSETs = per(float64(p.Usage.ByCommand["set"].Calls), float64(p.Ops))
 		if l, ok := p.Latency["pipeline"]; ok {
 			pc.ChurnPipelineP50ms, pc.ChurnPipelineP99ms = l.P50ms, l.P99ms
 		}
@@ -179,8 +186,9 @@ func (r *Report) print(w io.Writer) {
 	fmt.Fprintf(w, "  churn (per op)    %8.2f µs CPU, %.4f commands (steady rate subtracted)\n", pc.ChurnCPUus, pc.ChurnCommands)
 	fmt.Fprintf(w, "  sweep             %8.2f µs script time per swept connection (%d calls, %.0f µs each)\n",
 		pc.SweepScriptUSPerConn, pc.SweepScriptCalls, pc.SweepScriptUSPerCall)
-	fmt.Fprintf(w, "steady (heartbeats + sweep checks): %.1f %% Redis CPU, %.0f commands/s; per gateway per TTL/3: %.1f commands, %.0f µs CPU\n",
-		pc.SteadyCPUPercent, pc.SteadyCommandsPerS, pc.HeartbeatCommands, pc.HeartbeatCPUus)
+	fmt.Fprintf(w, "steady (heartbeats + sweep checks): %.1f %% Redis CPU, %.0f commands/s; per gateway per TTL/3: %.1f commands (%.1f heartbeat writes, %.1f sweep checks), %.0f µs CPU\n",
+		pc.SteadyCPUPercent, pc.SteadyCommandsPerS, pc.HeartbeatCommands, pc.HeartbeatWrites, pc.SweepChecks, pc.HeartbeatCPUus)
+	fmt.Fprintf(w, "churn: %.2f heartbeat SETs per join or leave (each flush refreshes the heartbeat)\n", pc.ChurnHeartbeatSETs)
 	fmt.Fprintf(w, "ticks: one PUBLISH to %d subscribers: %.1f µs in commandstats, %.0f µs of Redis CPU with the socket writes (ticks phase, steady rate subtracted)\n",
 		r.Subscribers, pc.PublishUSPerCall, pc.TickCPUus)
 	fmt.Fprintf(w, "phases:\n")
