@@ -231,12 +231,16 @@ func (s *sim) cleanup() {
 	s.mu.Lock()
 	gws := s.gws
 	s.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, g := range gws {
 		if !g.down { // churn and closeAll have stopped: nobody writes down any more
-			_ = g.st.Close(ctx)
-			_ = g.client.Close()
+			wg.Go(func() { // at once: each Close may wait for a round trip in flight
+				_ = g.st.Close(ctx)
+				_ = g.client.Close()
+			})
 		}
 	}
+	wg.Wait()
 	if s.stats != nil {
 		s.stats.close(ctx)
 	}
