@@ -8,7 +8,8 @@
 //
 // The run goes through phases, each measured by INFO deltas (Redis CPU, commands, used_memory,
 // commandstats), client-side timings of the stores' round trips and SLOWLOG maxima:
-// connect (every connection joins), steady (heartbeats and sweep checks only), churn
+// connect (every connection joins), steady (heartbeats and sweep checks only), ticks (10 ticks/s
+// to one time-channel subscriber per gateway: the pub/sub fan-out), churn
 // (connections replaced at -churn per second), crash (the first -crashes gateways die like
 // kill -9 while churn goes on; the sweep of each is timed), restart (with -restart: the
 // redis-server is killed and started again empty, and the write-back timed), then a check that
