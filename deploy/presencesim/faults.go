@@ -117,7 +117,7 @@ func (s *sim) crashAndWatch(ctx context.Context) ([]SweepReport, error) {
 // watchSweep polls gateway id's heartbeat and index every pollSweep until its fields are gone.
 func (s *sim) watchSweep(ctx context.Context, id string, t0 time.Time) (SweepReport, error) {
 	r := SweepReport{Gateway: id}
-	n, _, err := remaining(ctx, s.observer, s.prefix, id)
+	n, _, err := remaining(ctx, s.observer, s.prefix, id, s.cfg.Shards)
 	if err != nil {
 		return r, fmt.Errorf("presencesim: watch sweep of %s: %w", id, err)
 	}
@@ -131,7 +131,7 @@ func (s *sim) watchSweep(ctx context.Context, id string, t0 time.Time) (SweepRep
 				expired = now
 			}
 		}
-		left, listed, err := remaining(ctx, s.observer, s.prefix, id)
+		left, listed, err := remaining(ctx, s.observer, s.prefix, id, s.cfg.Shards)
 		if err == nil {
 			if first.IsZero() && left < n {
 				first = now

@@ -33,16 +33,15 @@ type store interface {
 }
 
 // newStore builds the real Redis presence store of one simulated gateway over its own client.
-// This build of pkg/presence keeps every connection in one hash: PRESENCE_SHARDS > 1 is refused.
 func newStore(client redis.UniversalClient, o storeOptions) (store, error) {
-	if o.shards > 1 {
-		return nil, fmt.Errorf("-shards %d: this build of pkg/presence has no PRESENCE_SHARDS (one hash only)", o.shards)
+	if o.shards < 1 || o.shards > 1024 {
+		return nil, fmt.Errorf("-shards %d: PRESENCE_SHARDS is 1 to 1024", o.shards)
 	}
 	if o.logger == nil {
 		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return presence.NewRedis(client, presence.RedisOptions{
-		Prefix: o.prefix, GatewayID: o.id, TTL: o.ttl, Logger: o.logger,
+		Prefix: o.prefix, GatewayID: o.id, TTL: o.ttl, Shards: o.shards, Logger: o.logger,
 	}), nil
 }
 
@@ -60,13 +59,9 @@ func crash(s store, client redis.UniversalClient) {
 
 // presenceHashes are the hashes holding connection fields (ws:presence, or its shards).
 func presenceHashes(prefix string, shards int) []string {
-	k := rediskey.New(prefix)
-	if shards <= 1 {
-		return []string{k.Presence()}
-	}
-	h := make([]string, shards)
-	for i := range h {
-		h[i] = k.PresenceShard(i)
+	var h []string
+	for _, sh := range rediskey.New(prefix).Shards(shards) {
+		h = append(h, sh.Presence())
 	}
 	return h
 }
@@ -75,11 +70,15 @@ func presenceHashes(prefix string, shards int) []string {
 // whether the gateway is still listed in the gateways set. The sweep script removes a
 // connection from the index and its field from the hash atomically, so 0 and false mean its
 // fields are gone from presence.
-func remaining(ctx context.Context, c redis.UniversalClient, prefix, id string) (int64, bool, error) {
+func remaining(ctx context.Context, c redis.UniversalClient, prefix, id string, shards int) (int64, bool, error) {
 	k := rediskey.New(prefix)
-	n, err := c.SCard(ctx, k.GatewayConns(id)).Result()
-	if err != nil {
-		return 0, false, err
+	var n int64
+	for _, sh := range k.Shards(shards) {
+		m, err := c.SCard(ctx, sh.Conns(id)).Result()
+		if err != nil {
+			return 0, false, err
+		}
+		n += m
 	}
 	listed, err := c.SIsMember(ctx, k.Gateways(), id).Result()
 	return n, listed, err
