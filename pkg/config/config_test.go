@@ -13,7 +13,7 @@ func TestGatewayDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Addr != ":8080" || c.FibMaxN != 100000 || c.FibRate != 20 || c.FibBurst != 40 || c.ReadLimit != 4096 ||
-		c.PresenceTTL != 15*time.Second || c.ShutdownTimeout != 10*time.Second || c.TickInterval != time.Second ||
+		c.PresenceTTL != 15*time.Second || c.ShutdownTimeout != 10*time.Second || c.DrainDelay != 0 || c.TickInterval != time.Second ||
 		c.Log.Level != "info" || c.Log.Format != "text" || c.Redis.Enabled() || c.ID == "" {
 		t.Fatalf("defaults = %+v", c)
 	}
@@ -90,5 +90,28 @@ func TestUsage(t *testing.T) {
 	}
 	if strings.Contains(b.String(), "GATEWAY_ADDR") {
 		t.Error("ticker usage lists a gateway variable")
+	}
+}
+
+// TestDrainDelay: DRAIN_DELAY must leave time inside SHUTDOWN_TIMEOUT to close the sockets,
+// and the message names both variables.
+func TestDrainDelay(t *testing.T) {
+	c, err := LoadGateway([]string{"DRAIN_DELAY=3s", "SHUTDOWN_TIMEOUT=10s"})
+	if err != nil || c.DrainDelay != 3*time.Second {
+		t.Fatalf("DRAIN_DELAY=3s: %v, %v", c.DrainDelay, err)
+	}
+	for _, env := range [][]string{
+		{"DRAIN_DELAY=10s"},                       // equal to the default SHUTDOWN_TIMEOUT
+		{"DRAIN_DELAY=5s", "SHUTDOWN_TIMEOUT=2s"}, // longer
+	} {
+		_, err := LoadGateway(env)
+		if err == nil || !strings.Contains(err.Error(), "DRAIN_DELAY") || !strings.Contains(err.Error(), "SHUTDOWN_TIMEOUT") {
+			t.Errorf("%v: err = %v, want a message naming DRAIN_DELAY and SHUTDOWN_TIMEOUT", env, err)
+		}
+	}
+	for env, name := range map[string]string{"DRAIN_DELAY=-1s": "DRAIN_DELAY", "DRAIN_DELAY=3": "DRAIN_DELAY"} {
+		if _, err := LoadGateway([]string{env}); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: err = %v", env, err)
+		}
 	}
 }
