@@ -146,4 +146,3 @@ func get(addr, path string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
-
