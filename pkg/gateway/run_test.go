@@ -20,7 +20,7 @@ func TestRunHelp(t *testing.T) {
 		t.Fatalf("-h: %v", err)
 	}
 	for _, v := range []string{"REDIS_URL", "REDIS_SENTINEL_MASTER", "REDIS_ADDRS", "REDIS_PREFIX", "GATEWAY_ADDR", "GATEWAY_ID",
-		"FIB_MAX_N", "FIB_RATE", "FIB_BURST", "READ_LIMIT", "ALLOWED_ORIGINS", "PRESENCE_TTL", "SHUTDOWN_TIMEOUT",
+		"FIB_MAX_N", "FIB_RATE", "FIB_BURST", "READ_LIMIT", "ALLOWED_ORIGINS", "PRESENCE_TTL", "SHUTDOWN_TIMEOUT", "DRAIN_DELAY",
 		"TICK_INTERVAL", "LOG_LEVEL", "LOG_FORMAT", ":8080", "100000", "15s", "10s"} {
 		if !strings.Contains(out.String(), v) {
 			t.Errorf("-h output lacks %s", v)
@@ -40,6 +40,7 @@ func TestRunBadSetting(t *testing.T) {
 		"TICK_INTERVAL=1500us": "TICK_INTERVAL",
 		"FIB_MAX_N=many":       "FIB_MAX_N",
 		"SHUTDOWN_TIMEOUT=-1s": "SHUTDOWN_TIMEOUT",
+		"DRAIN_DELAY=20s":      "DRAIN_DELAY",
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := Run(ctx, nil, []string{env}, &bytes.Buffer{}, &bytes.Buffer{})
