@@ -91,10 +91,14 @@ func TestHAProxyConfigValid(t *testing.T) {
 type backend struct {
 	name     string
 	draining atomic.Bool
+	refuseWS atomic.Bool // /ws answers 503 before upgrading, as a draining gateway does
 	srv      *httptest.Server
 }
 
-func newBackend(t *testing.T, name string) *backend {
+func newBackend(t *testing.T, name string) *backend { return newBackendOn(t, name, nil) }
+
+// newBackendOn serves the stand-in on ln (nil: a fresh loopback listener).
+func newBackendOn(t *testing.T, name string, ln net.Listener) *backend {
 	b := &backend{name: name}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +109,10 @@ func newBackend(t *testing.T, name string) *backend {
 		io.WriteString(w, "ok")
 	})
 	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		if b.refuseWS.Load() {
+			http.Error(w, "gateway is draining", http.StatusServiceUnavailable)
+			return
+		}
 		c, err := websocket.Accept(w, r, nil)
 		if err != nil {
 			return
@@ -122,7 +130,12 @@ func newBackend(t *testing.T, name string) *backend {
 		}
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) })
-	b.srv = httptest.NewServer(mux)
+	b.srv = httptest.NewUnstartedServer(mux)
+	if ln != nil {
+		b.srv.Listener.Close()
+		b.srv.Listener = ln
+	}
+	b.srv.Start()
 	t.Cleanup(b.srv.Close)
 	return b
 }

@@ -55,7 +55,8 @@ type Gateway struct {
 	AllowedOrigins  []string      `env:"ALLOWED_ORIGINS" envSeparator:"," help:"extra browser origins allowed to open /ws (coder/websocket OriginPatterns)"`
 	PresenceTTL     time.Duration `env:"PRESENCE_TTL" envDefault:"15s" help:"heartbeat key TTL; refreshed every TTL/3"`
 	PresenceShards  int           `env:"PRESENCE_SHARDS" envDefault:"1" help:"presence hashes (1: one ws:presence; N: ws:presence:0..N-1, each its own Cluster slot); all gateways must agree"`
-	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"how long a drain may take on SIGTERM"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" help:"how long a drain may take on SIGTERM (DRAIN_DELAY included)"`
+	DrainDelay      time.Duration `env:"DRAIN_DELAY" envDefault:"0s" help:"how long a draining gateway keeps serving its open sockets, unready, before closing them with 1001"`
 	TickInterval    time.Duration `env:"TICK_INTERVAL" envDefault:"1s" help:"time between ticks (standalone mode)"`
 	DebugAddr       string        `env:"DEBUG_ADDR" help:"opt-in listener serving /debug/pprof only, e.g. 127.0.0.1:6060; empty: off (ADMIN_ADDR serves it too)"`
 	AdminAddr       string        `env:"ADMIN_ADDR" help:"listener for /users, /metrics and /debug/pprof/, e.g. 127.0.0.1:9090; empty keeps /users and /metrics on GATEWAY_ADDR"`
@@ -220,6 +221,13 @@ func LoadGateway(environ []string) (Gateway, error) {
 	}
 	if c.ShutdownTimeout <= 0 {
 		add(fmt.Errorf("SHUTDOWN_TIMEOUT: must be above 0, got %v", c.ShutdownTimeout))
+	}
+	switch {
+	case c.DrainDelay < 0:
+		add(fmt.Errorf("DRAIN_DELAY: must not be negative, got %v", c.DrainDelay))
+	case c.ShutdownTimeout > 0 && c.DrainDelay >= c.ShutdownTimeout:
+		// SHUTDOWN_TIMEOUT bounds the whole drain: a delay as long leaves no time to close.
+		add(fmt.Errorf("DRAIN_DELAY: %v must be shorter than SHUTDOWN_TIMEOUT (%v), which bounds the whole drain", c.DrainDelay, c.ShutdownTimeout))
 	}
 	add(validInterval(c.TickInterval))
 	if c.ID == "" {

@@ -131,3 +131,26 @@ func TestAdmission(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainDelay: DRAIN_DELAY must leave time inside SHUTDOWN_TIMEOUT to close the sockets,
+// and the message names both variables.
+func TestDrainDelay(t *testing.T) {
+	c, err := LoadGateway([]string{"DRAIN_DELAY=3s", "SHUTDOWN_TIMEOUT=10s"})
+	if err != nil || c.DrainDelay != 3*time.Second {
+		t.Fatalf("DRAIN_DELAY=3s: %v, %v", c.DrainDelay, err)
+	}
+	for _, env := range [][]string{
+		{"DRAIN_DELAY=10s"},                       // equal to the default SHUTDOWN_TIMEOUT
+		{"DRAIN_DELAY=5s", "SHUTDOWN_TIMEOUT=2s"}, // longer
+	} {
+		_, err := LoadGateway(env)
+		if err == nil || !strings.Contains(err.Error(), "DRAIN_DELAY") || !strings.Contains(err.Error(), "SHUTDOWN_TIMEOUT") {
+			t.Errorf("%v: err = %v, want a message naming DRAIN_DELAY and SHUTDOWN_TIMEOUT", env, err)
+		}
+	}
+	for env, name := range map[string]string{"DRAIN_DELAY=-1s": "DRAIN_DELAY", "DRAIN_DELAY=3": "DRAIN_DELAY"} {
+		if _, err := LoadGateway([]string{env}); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: err = %v", env, err)
+		}
+	}
+}

@@ -79,7 +79,7 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 
 	opts := Options{
 		ID: cfg.ID, MaxN: cfg.FibMaxN, Rate: cfg.FibRate, Burst: cfg.FibBurst,
-		ReadLimit: cfg.ReadLimit, AllowedOrigins: cfg.AllowedOrigins,
+		ReadLimit: cfg.ReadLimit, AllowedOrigins: cfg.AllowedOrigins, DrainDelay: cfg.DrainDelay, TickInterval: cfg.TickInterval,
 		Admission: admission.Options{MaxConnections: cfg.MaxConnections, MaxPerIP: cfg.MaxPerIP, TrustedProxies: cfg.TrustedProxies},
 	}
 	if cfg.Auth.Enabled() {
@@ -141,12 +141,13 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	}
 
 	// Shut down with a fresh deadline: ctx is already done.
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout, "drain_delay", cfg.DrainDelay)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	srv.draining.Store(true) // /readyz 503 and no new upgrades from this instant
-	_ = hs.Shutdown(sctx)    // stops accepting; WebSockets are hijacked and not waited for
+	// The listener keeps serving during the drain: /readyz and new upgrades answer 503 (which
+	// HAProxy retries elsewhere) rather than a refused connection.
 	srv.Drain(sctx)
+	_ = hs.Shutdown(sctx) // WebSockets are hijacked and not waited for; Drain closed them
 	stopTicker()
 	<-tickerDone
 	var errs []error

@@ -21,7 +21,7 @@ func TestRunHelp(t *testing.T) {
 		t.Fatalf("-h: %v", err)
 	}
 	for _, v := range []string{"REDIS_URL", "REDIS_SENTINEL_MASTER", "REDIS_ADDRS", "REDIS_PREFIX", "GATEWAY_ADDR", "GATEWAY_ID",
-		"FIB_MAX_N", "FIB_RATE", "FIB_BURST", "READ_LIMIT", "ALLOWED_ORIGINS", "PRESENCE_TTL", "SHUTDOWN_TIMEOUT",
+		"FIB_MAX_N", "FIB_RATE", "FIB_BURST", "READ_LIMIT", "ALLOWED_ORIGINS", "PRESENCE_TTL", "SHUTDOWN_TIMEOUT", "DRAIN_DELAY",
 		"TICK_INTERVAL", "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_IP", "TRUSTED_PROXIES", "LOG_LEVEL", "LOG_FORMAT", ":8080", "100000", "15s", "10s"} {
 		if !strings.Contains(out.String(), v) {
 			t.Errorf("-h output lacks %s", v)
@@ -43,6 +43,7 @@ func TestRunBadSetting(t *testing.T) {
 		"SHUTDOWN_TIMEOUT=-1s": "SHUTDOWN_TIMEOUT",
 		"MAX_CONNECTIONS=-1":   "MAX_CONNECTIONS",
 		"TRUSTED_PROXIES=x":    "TRUSTED_PROXIES",
+		"DRAIN_DELAY=20s":      "DRAIN_DELAY",
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := Run(ctx, nil, []string{env}, &bytes.Buffer{}, &bytes.Buffer{})

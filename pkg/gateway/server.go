@@ -56,6 +56,7 @@ type Options struct {
 	FibWorkers     int              // Fibonacci workers. Defaults to GOMAXPROCS.
 	FibQueue       int              // requests waiting for a worker before busy. Defaults to 1024.
 	DrainParallel  int              // connections closed at once during a drain. Defaults to 256.
+	DrainDelay     time.Duration    // how long Drain keeps serving open sockets, unready, before the 1001s. Defaults to 0.
 	RateLimitGrace time.Duration    // how long a client may keep sending after rate_limited before 1008. Defaults to 10s.
 	TickInterval   time.Duration    // TICK_INTERVAL: ticks more than 2 intervals ahead of Now are refused. Defaults to 1s.
 	Now            func() time.Time // the gateway's clock, for that check. Defaults to time.Now.
@@ -201,12 +202,25 @@ func (s *Server) untrack(c *conn) {
 	s.mu.Unlock()
 }
 
-// Drain closes every connection with 1001 and a jittered {"retry_ms":N}, at most
-// DrainParallel close handshakes at a time, and waits for them to end; connections still open
-// when ctx is done are dropped without a handshake. Call it after the listener stopped
-// accepting; /readyz answers 503 from the first instant of the drain.
+// Drain turns /readyz 503 and refuses new upgrades with 503 at once, keeps serving the open
+// sockets for DrainDelay (so a load balancer takes the gateway out of rotation before anyone
+// reconnects), then closes every connection with 1001 and a jittered {"retry_ms":N}, at most
+// DrainParallel close handshakes at a time, and waits for them to end. ctx bounds all of it,
+// the delay included: connections still open when ctx is done are dropped without a
+// handshake. Keep the listener serving until Drain returns, so that a load balancer's checks
+// and new upgrades get their 503 (which it retries on another replica) instead of a refused
+// connection.
 func (s *Server) Drain(ctx context.Context) {
 	s.draining.Store(true)
+	if d := s.opts.DrainDelay; d > 0 {
+		s.log.Info("draining: unready, serving open sockets", "delay", d, "connections", s.Connections())
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
 	conns := s.snapshot()
 	s.log.Info("draining", "connections", len(conns))
 
