@@ -77,11 +77,6 @@ func programVars() map[string][]string {
 // runtimeVars are read by the Go runtime of every program, not by pkg/config.
 var runtimeVars = []string{"GOMEMLIMIT", "GOGC", "GOMAXPROCS", "GODEBUG"}
 
-// aheadOfPrograms are contract (docs/PROTOCOL.md v1.1) variables that the deployment files set
-// before pkg/config reads them: accepted while missing from a program's config, with a log
-// line, and checked like any other once the program reads them.
-var aheadOfPrograms = []string{"ADMIN_ADDR"}
-
 // checkVar reports whether prog reads name; a variable still ahead of the programs is logged.
 func checkVar(t *testing.T, where, prog, name string) {
 	t.Helper()
@@ -91,8 +86,6 @@ func checkVar(t *testing.T, where, prog, name string) {
 	}
 	switch {
 	case slices.Contains(vars, name), slices.Contains(runtimeVars, name):
-	case slices.Contains(aheadOfPrograms, name) && inContract(t, name):
-		t.Logf("%s: %s is in docs/PROTOCOL.md but pkg/config's %s does not read it yet", where, name, prog)
 	default:
 		t.Errorf("%s: %s sets %s, which pkg/config's %s settings do not read (a misspelt variable is ignored silently)", where, prog, name, prog)
 	}

@@ -357,8 +357,6 @@ func TestComposeEnvInContract(t *testing.T) {
 			for key := range s.Environment {
 				switch {
 				case strings.Contains(string(out), key):
-				case slices.Contains(aheadOfPrograms, key):
-					t.Logf("%s -h does not list %s yet (PROTOCOL.md v1.1); docker-compose.yml sets it ahead", prog, key)
 				default:
 					t.Errorf("%s -h does not mention %s, which docker-compose.yml sets:\n%s", prog, key, out)
 				}
@@ -366,8 +364,3 @@ func TestComposeEnvInContract(t *testing.T) {
 		})
 	}
 }
-
-// aheadOfPrograms are contract (PROTOCOL.md v1.1) variables docker-compose.yml sets before
-// the programs read them: accepted while -h lacks them, with a log line, and checked like any
-// other once -h lists them.
-var aheadOfPrograms = []string{"ADMIN_ADDR"}
