@@ -194,15 +194,17 @@ func (f *soakFaults) hostileFlood(i int, d time.Duration) {
 	defer cancel()
 	var wg sync.WaitGroup
 	for n := range 20 {
-		h, err := dialHostile(f.gateways[i], fmt.Sprintf("hostile%d", n))
-		if err != nil {
-			f.t.Errorf("hostile client %d: %v", n, err)
-			continue
-		}
-		f.mu.Lock()
-		f.hostiles = append(f.hostiles, h)
-		f.mu.Unlock()
-		wg.Go(func() { h.flood(ctx) })
+		wg.Go(func() {
+			h, err := dialHostile(f.gateways[i], fmt.Sprintf("hostile%d", n))
+			if err != nil {
+				f.t.Errorf("hostile client %d: %v", n, err)
+				return
+			}
+			f.mu.Lock()
+			f.hostiles = append(f.hostiles, h)
+			f.mu.Unlock()
+			h.flood(ctx)
+		})
 	}
 	wg.Wait()
 }
