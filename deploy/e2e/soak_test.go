@@ -51,8 +51,26 @@ const (
 // MEASURE lines: ticks received % (min and median over clients), rejoins seen, hostile kicks
 // (ws_slow_consumers_total), seconds each gateway answered /readyz other than 200.
 //
-// Fails before the grey-failure fixes (run on the soak branch, 2026-12-01): see the figures
-// recorded under "Before the fixes" in this file's last comment.
+// Run alone: INTEGRATION=required go test -race -count=1 -run 'TestSoak$' -v ./deploy/e2e
+// (about 75 s once the programs are built; it also runs in the whole suite).
+//
+// Fails before the grey-failure fixes (bounded fan-out, canary counting frames read, future-tick
+// rejection, sweeping only while one's own heartbeat writes succeed, rejoin events). On the
+// unfixed gateway, 2026-12-01, seed 1796143516964771317 (rogue tick at +13.9 s, hostile flood at
+// +29.5 s, black hole on gateway 2's link at +37.3 s), 76 s:
+//   - ticks FAIL: the 200 clients of the two gateways that forwarded the rogue tick got 14 of
+//     66 ticks (min 20.0%, median 23.1%), each with "1 ticks from the future": its seq became
+//     their dedupe mark and every later tick was dropped; the third gateway's clients, which
+//     never got the rogue tick, passed;
+//   - events alternate FAIL: each of the 100 connections of the black-holed gateway had join,
+//     leave gateway_lost, leave closed (swept, written back silently, 0 rejoined joins);
+//   - /readyz not 200 for 2.5, 0.8 and 3.3 s; 0 hostile kicks (no ticks flowed by then);
+//   - presence exact, presence empty and goroutines passed.
+//
+// With SOAK_SEED=5 (hostile flood at +8.1 s, black hole on gateway 1 at +24.5 s, rogue tick at
+// +45 s): ticks FAIL for all 300 clients (min 75.9%, median 76.3%: nothing after the rogue
+// tick), events FAIL for the 100 connections of the black-holed gateway, 4 of the 20 hostile
+// clients kicked as slow consumers, gateway 1 unready 2.5 s; the rest passed.
 func TestSoak(t *testing.T) {
 	binDir(t)
 	seed := uint64(time.Now().UnixNano())
