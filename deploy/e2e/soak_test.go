@@ -220,8 +220,10 @@ func sampleReadyz(ctx context.Context, addrs []string) func() []time.Duration {
 // seq more than 2 intervals ahead of its arrival.
 func checkSoakTicks(t *testing.T, all []*client, end time.Time) {
 	var shares []float64
+	var gaps []time.Duration // each client's longest wait between two ticks on one connection
 	bad := 0
 	for _, c := range all {
+		gap := time.Duration(0)
 		byConn := map[string][]frame{}
 		for _, f := range c.ticks() {
 			byConn[f.Conn] = append(byConn[f.Conn], f)
@@ -236,7 +238,10 @@ func checkSoakTicks(t *testing.T, all []*client, end time.Time) {
 			last := protocol.TickSeq(to.Add(-tickInterval), tickInterval)
 			expected += int(max(0, last-from+1))
 			seen := map[int64]bool{}
-			for _, f := range byConn[h.ID] {
+			for i, f := range byConn[h.ID] {
+				if i > 0 {
+					gap = max(gap, f.At.Sub(byConn[h.ID][i-1].At))
+				}
 				switch {
 				case f.Seq > protocol.TickSeq(f.At, tickInterval)+2:
 					future++
@@ -250,6 +255,7 @@ func checkSoakTicks(t *testing.T, all []*client, end time.Time) {
 				}
 			}
 		}
+		gaps = append(gaps, gap)
 		share := 1.0
 		if expected > 0 {
 			share = float64(got) / float64(expected)
@@ -268,6 +274,9 @@ func checkSoakTicks(t *testing.T, all []*client, end time.Time) {
 	slices.Sort(shares)
 	measure(t, "soak ticks received", "min %.1f%%, median %.1f%% of the ticks of each client's connected windows",
 		100*shares[0], 100*shares[len(shares)/2])
+	slices.Sort(gaps)
+	measure(t, "soak longest tick gap", "median %v, max %v over clients (the black hole holds one gateway's ticks for %v)",
+		gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond), blackHoleFor)
 }
 
 // checkSoakEvents waits until every connection the clients and hostile clients ever held has a
