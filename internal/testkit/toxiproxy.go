@@ -12,6 +12,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// Toxiproxy's NewServer takes a zerolog logger, which is why github.com/rs/zerolog is a (test
+// only) dependency of this module: nothing of the product imports it.
+
 // Toxiproxy is an in-process Toxiproxy proxy on a free loopback port in front of one
 // upstream (a Redis, usually): tests point a client at Addr and add network faults.
 type Toxiproxy struct {
