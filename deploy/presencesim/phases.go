@@ -14,6 +14,7 @@ type phase struct {
 	s     *sim
 	name  string
 	start snapshot
+	logs  map[string]int // the stores' log counts at the start
 	t     *timings
 }
 
@@ -24,7 +25,7 @@ func (s *sim) begin(ctx context.Context, name string) (*phase, error) {
 		return nil, fmt.Errorf("presencesim: %s: %w", name, err)
 	}
 	s.logf("phase %s", name)
-	return &phase{s: s, name: name, start: snap, t: s.hook.reset()}, nil
+	return &phase{s: s, name: name, start: snap, logs: s.logs.counts(), t: s.hook.reset()}, nil
 }
 
 func (p *phase) end(ctx context.Context, ops int) (PhaseReport, error) {
@@ -34,6 +35,14 @@ func (p *phase) end(ctx context.Context, ops int) (PhaseReport, error) {
 	}
 	r := PhaseReport{Name: p.name, Ops: ops, Usage: p.s.stats.diff(p.start, snap), Latency: p.t.summary()}
 	r.Longest, r.LongestScript = p.s.stats.takePhase(ctx)
+	for msg, n := range p.s.logs.counts() {
+		if d := n - p.logs[msg]; d > 0 {
+			if r.StoreLogs == nil {
+				r.StoreLogs = map[string]int{}
+			}
+			r.StoreLogs[msg] = d
+		}
+	}
 	p.s.logf("  %s: %.1f s, %d ops, %d commands (%.0f/s), redis cpu %.2f s, used_memory %+d B",
 		p.name, r.Usage.Seconds, ops, r.Usage.Commands, r.Usage.CommandsPerS, r.Usage.CPUSeconds, r.Usage.MemoryDelta)
 	return r, nil

@@ -161,6 +161,8 @@ type nodeUsage struct {
 	CPUSeconds float64 `json:"redis_cpu_seconds"`
 	Commands   int64   `json:"commands"`
 	Memory     int64   `json:"used_memory_bytes"`
+	// ByCommand is this node's commandstats over the phase: which commands it served.
+	ByCommand map[string]cmdStat `json:"by_command"`
 }
 
 // diff returns the usage between a and b. A node whose counters went down was restarted in
@@ -172,8 +174,7 @@ func (s *stats) diff(a, b snapshot) usage {
 		if nb.commands < na.commands {
 			na = nodeStats{}
 		}
-		nu := nodeUsage{Addr: s.addrs[i], CPUSeconds: nb.cpu - na.cpu, Commands: nb.commands - na.commands, Memory: nb.memory}
-		u.Nodes = append(u.Nodes, nu)
+		nu := nodeUsage{Addr: s.addrs[i], CPUSeconds: nb.cpu - na.cpu, Commands: nb.commands - na.commands, Memory: nb.memory, ByCommand: map[string]cmdStat{}}
 		u.CPUSeconds += nu.CPUSeconds
 		u.Commands += nu.Commands
 		u.MemoryAfter += nb.memory
@@ -183,8 +184,10 @@ func (s *stats) diff(a, b snapshot) usage {
 			if d := (cmdStat{Calls: cb.Calls - ca.Calls, Usec: cb.Usec - ca.Usec}); d.Calls > 0 {
 				t := u.ByCommand[name]
 				u.ByCommand[name] = cmdStat{Calls: t.Calls + d.Calls, Usec: t.Usec + d.Usec}
+				nu.ByCommand[name] = d
 			}
 		}
+		u.Nodes = append(u.Nodes, nu)
 	}
 	u.SimCommands = min(b.own-a.own, u.Commands)
 	u.Commands -= u.SimCommands
@@ -195,9 +198,12 @@ func (s *stats) diff(a, b snapshot) usage {
 }
 
 // topCommands lists the commands of u by Redis time spent, largest first.
-func (u usage) topCommands(n int) []string {
-	names := slices.Collect(maps.Keys(u.ByCommand))
-	slices.SortFunc(names, func(a, b string) int { return int(u.ByCommand[b].Usec - u.ByCommand[a].Usec) })
+func (u usage) topCommands(n int) []string { return topCommands(u.ByCommand, n) }
+
+// topCommands lists the commands of a commandstats map by Redis time spent, largest first.
+func topCommands(by map[string]cmdStat, n int) []string {
+	names := slices.Collect(maps.Keys(by))
+	slices.SortFunc(names, func(a, b string) int { return int(by[b].Usec - by[a].Usec) })
 	return names[:min(n, len(names))]
 }
 

@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/wsgw/wsgw/deploy/loadgen"
@@ -52,6 +54,7 @@ type PhaseReport struct {
 	Latency       map[string]loadgen.Latency `json:"latency"`
 	Longest       slowEntry                  `json:"longest_command"`
 	LongestScript slowEntry                  `json:"longest_script"`
+	StoreLogs     map[string]int             `json:"store_logs,omitempty"` // the stores' log lines in the phase, by level and message
 }
 
 // SweepReport times the sweep of one crashed gateway, in seconds from the crash.
@@ -155,15 +158,26 @@ func (r *Report) derive(cfg Config) {
 		for _, s := range r.Sweeps {
 			swept += s.Conns
 		}
-		var us int64
+		// Joins, leaves and heartbeats are scripts too, and churn goes on during the crash
+		// phase: the churn phase's script time per second is subtracted, and the sweep's calls
+		// are counted by the SPOP that only the sweep script issues.
+		var us, bgUS float64
 		for name, c := range p.Usage.ByCommand {
 			if isScript(name) {
-				us += c.Usec
-				pc.SweepScriptCalls += c.Calls
+				us += float64(c.Usec)
 			}
 		}
-		pc.SweepScriptUSPerConn = per(float64(us), float64(swept))
-		pc.SweepScriptUSPerCall = per(float64(us), float64(pc.SweepScriptCalls))
+		if ch := r.phase("churn"); ch != nil {
+			for name, c := range ch.Usage.ByCommand {
+				if isScript(name) {
+					bgUS += per(float64(c.Usec), ch.Usage.Seconds) * p.Usage.Seconds
+				}
+			}
+		}
+		us = max(us-bgUS, 0)
+		pc.SweepScriptCalls = p.Usage.ByCommand["spop"].Calls
+		pc.SweepScriptUSPerConn = per(us, float64(swept))
+		pc.SweepScriptUSPerCall = per(us, float64(pc.SweepScriptCalls))
 	}
 	if p := r.phase("disconnect"); p != nil {
 		pc.DisconnectCPUus = per(p.Usage.CPUSeconds*1e6, float64(p.Ops))
@@ -203,19 +217,21 @@ func (r *Report) print(w io.Writer) {
 			fmt.Fprintf(w, "  script p50 %.2f p99 %.2f ms (%d)", l.P50ms, l.P99ms, l.Count)
 		}
 		fmt.Fprintln(w)
-		var top []string
-		for _, name := range p.Usage.topCommands(5) {
-			c := p.Usage.ByCommand[name]
-			top = append(top, fmt.Sprintf("%s %d×%.1fµs", name, c.Calls, per(float64(c.Usec), float64(c.Calls))))
-		}
-		fmt.Fprintf(w, "             top: %s\n", strings.Join(top, ", "))
+		fmt.Fprintf(w, "             top: %s\n", topLine(p.Usage.ByCommand, 5))
 		if len(p.Usage.Nodes) > 1 {
 			for _, n := range p.Usage.Nodes {
-				fmt.Fprintf(w, "             node %s: %d commands, cpu %.2f s, %.1f MB\n", n.Addr, n.Commands, n.CPUSeconds, float64(n.Memory)/1e6)
+				fmt.Fprintf(w, "             node %s: %d commands, cpu %.2f s, %.1f MB; top: %s\n",
+					n.Addr, n.Commands, n.CPUSeconds, float64(n.Memory)/1e6, topLine(n.ByCommand, 3))
 			}
 		}
 		if p.Longest.Micros > 0 {
 			fmt.Fprintf(w, "             longest: %d µs %s\n", p.Longest.Micros, p.Longest.Command)
+		}
+		for _, msg := range slices.Sorted(maps.Keys(p.StoreLogs)) {
+			fmt.Fprintf(w, "             store log: %d× %s\n", p.StoreLogs[msg], msg)
+		}
+		if p.LongestScript.Micros > 0 {
+			fmt.Fprintf(w, "             longest script: %d µs %s\n", p.LongestScript.Micros, p.LongestScript.Command)
 		}
 	}
 	for _, s := range r.Sweeps {
@@ -228,6 +244,16 @@ func (r *Report) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "longest command: %d µs %s (on %s)\n", r.Longest.Micros, r.Longest.Command, r.Longest.Node)
 	fmt.Fprintf(w, "longest script:  %d µs %s (on %s)\n", r.LongestScript.Micros, r.LongestScript.Command, r.LongestScript.Node)
+}
+
+// topLine formats the n commands of by that took the most Redis time: calls × mean µs.
+func topLine(by map[string]cmdStat, n int) string {
+	var top []string
+	for _, name := range topCommands(by, n) {
+		c := by[name]
+		top = append(top, fmt.Sprintf("%s %d×%.1fµs", name, c.Calls, per(float64(c.Usec), float64(c.Calls))))
+	}
+	return strings.Join(top, ", ")
 }
 
 // loadAverage is the first field of /proc/loadavg, or "?" where there is none.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"sync"
@@ -64,6 +65,7 @@ type sim struct {
 	runID    string
 	seq      atomic.Uint64
 	out      io.Writer
+	logs     *logCounter // every store's log lines, counted
 
 	mu  sync.Mutex // guards gws' conns and down, and rng
 	gws []*simGateway
@@ -79,7 +81,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if cfg.Users <= 0 {
 		cfg.Users = max(1, cfg.total()/2)
 	}
-	s := &sim{cfg: cfg, hook: &timingHook{}, runID: config.RandomHex(4), out: cfg.Progress,
+	s := &sim{cfg: cfg, hook: &timingHook{}, runID: config.RandomHex(4), out: cfg.Progress, logs: newLogCounter(),
 		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 	if s.out == nil {
 		s.out = io.Discard
@@ -173,7 +175,7 @@ func (s *sim) connect(ctx context.Context) error {
 		}
 		s.hook.attach(c)
 		g := &simGateway{id: fmt.Sprintf("simgw-%s-%03d", s.runID, i), client: c}
-		g.st, err = newStore(c, storeOptions{prefix: s.prefix, id: g.id, ttl: cfg.TTL, shards: cfg.Shards})
+		g.st, err = newStore(c, storeOptions{prefix: s.prefix, id: g.id, ttl: cfg.TTL, shards: cfg.Shards, logger: slog.New(s.logs)})
 		if err != nil {
 			_ = c.Close()
 			return fmt.Errorf("presencesim: %w", err)
