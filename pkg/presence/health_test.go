@@ -78,3 +78,33 @@ func TestSweepAllowed(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisWriterSteadyStream: a steady stream of joins and leaves, each round trip quick, never
+// counts as a failure, however long the stream lasts. Fails before each round trip got its own
+// deadline: one OpTimeout covered the writer's whole pass, which keeps going while changes keep
+// arriving, so a healthy stream longer than OpTimeout ended in "context deadline exceeded", a
+// failure streak, a full write-back and no sweeping for a TTL (seen in the presence simulator:
+// every gateway of a 3-master Cluster run logged it during the connect phase).
+func TestRedisWriterSteadyStream(t *testing.T) {
+	t.Parallel()
+	srv := testkit.StartRedis(t)
+	px := testkit.StartToxiproxy(t, srv.Addr())
+	px.Latency(t, 20*time.Millisecond, 0) // every round trip takes a while: changes pile up meanwhile
+	c := redis.NewClient(&redis.Options{Addr: px.Addr()})
+	t.Cleanup(func() { c.Close() })
+	m := metrics.New()
+	s := startStore(t, c, RedisOptions{Prefix: testkit.Prefix(t), GatewayID: "gw-s", TTL: 3 * time.Second,
+		Logger: quietLogger(), Metrics: m, OpTimeout: 300 * time.Millisecond})
+	end := time.Now().Add(1500 * time.Millisecond) // five OpTimeouts of changes that never stop
+	for i := 0; time.Now().Before(end); i++ {
+		u := user("gw-s", i)
+		s.Join(u)
+		if i%2 == 1 {
+			s.Leave(u.ConnID, "closed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := testutil.ToFloat64(m.PresenceFailures); n != 0 {
+		t.Fatalf("%v write failures with Redis healthy (WriteFailingSince %v)", n, s.WriteFailingSince())
+	}
+}

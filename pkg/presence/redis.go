@@ -35,6 +35,9 @@ type RedisOptions struct {
 	Shards int
 	// Now is the clock of the sweep guard and the failure streak. Defaults to time.Now.
 	Now func() time.Time
+	// OpTimeout bounds one background round trip (a script call of the writer or the
+	// sweeper). Defaults to 5s.
+	OpTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics may be nil.
@@ -60,16 +63,17 @@ type RedisOptions struct {
 // knows to publish "rejoined" joins when it writes its connections back), and the sweeper
 // lease.
 type Redis struct {
-	client  redis.UniversalClient
-	log     *slog.Logger
-	metrics *metrics.Metrics
-	id      string
-	addr    string
-	started time.Time
-	ttl     time.Duration
-	now     func() time.Time
-	keys    rediskey.Keys
-	shards  []rediskey.Shard
+	client    redis.UniversalClient
+	log       *slog.Logger
+	metrics   *metrics.Metrics
+	id        string
+	addr      string
+	started   time.Time
+	ttl       time.Duration
+	now       func() time.Time
+	opTimeout time.Duration // bound of one background round trip
+	keys      rediskey.Keys
+	shards    []rediskey.Shard
 
 	epoch string // this writer's process, in the shards' applied marks
 
@@ -105,7 +109,7 @@ var _ Store = (*Redis)(nil)
 // 10,000 joins go out in 5 round trips.
 const maxBatch = 2000
 
-// opTimeout bounds one background round trip.
+// opTimeout is the default bound of one background round trip (RedisOptions.OpTimeout).
 const opTimeout = 5 * time.Second
 
 // NewRedis returns a store over client (which it does not own) and starts its writer and
@@ -126,24 +130,28 @@ func NewRedis(client redis.UniversalClient, o RedisOptions) *Redis {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.OpTimeout <= 0 {
+		o.OpTimeout = opTimeout
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	k := rediskey.New(o.Prefix)
 	r := &Redis{
-		client:  client,
-		log:     o.Logger.With("component", "presence"), // the gateway id is the caller's
-		metrics: o.Metrics,
-		id:      o.GatewayID,
-		addr:    o.Addr,
-		started: o.StartedAt.UTC(),
-		ttl:     o.TTL,
-		now:     o.Now,
-		keys:    k,
-		shards:  k.Shards(o.Shards),
-		epoch:   config.RandomHex(8),
-		live:    make(map[string]protocol.User),
-		wake:    make(chan struct{}, 1),
+		client:    client,
+		log:       o.Logger.With("component", "presence"), // the gateway id is the caller's
+		metrics:   o.Metrics,
+		id:        o.GatewayID,
+		addr:      o.Addr,
+		started:   o.StartedAt.UTC(),
+		ttl:       o.TTL,
+		now:       o.Now,
+		opTimeout: o.OpTimeout,
+		keys:      k,
+		shards:    k.Shards(o.Shards),
+		epoch:     config.RandomHex(8),
+		live:      make(map[string]protocol.User),
+		wake:      make(chan struct{}, 1),
 	}
 	r.ctx, r.stop = context.WithCancel(context.Background())
 	r.resync.Store(true) // the first write is a full write-back: it registers the gateway

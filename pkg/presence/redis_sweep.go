@@ -33,7 +33,7 @@ func (r *Redis) sweepLoop() {
 		if !r.sweepAllowed() {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(r.ctx, opTimeout)
+		ctx, cancel := context.WithTimeout(r.ctx, r.opTimeout)
 		held, err := leaseScript.Run(ctx, r.client, []string{r.keys.Sweeper()}, r.id, r.ttlMS()).Int()
 		if err == nil && held == 1 {
 			err = r.sweep(ctx)

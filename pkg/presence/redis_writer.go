@@ -59,9 +59,7 @@ func (r *Redis) write() {
 		if retry != nil {
 			continue // backing off: the queue waits for the retry
 		}
-		ctx, cancel := context.WithTimeout(r.ctx, opTimeout)
-		err := r.sync(ctx, hbDue)
-		cancel()
+		err := r.sync(hbDue)
 		if err == nil {
 			if failed > 0 {
 				r.log.Info("presence: redis writes recovered", "failures", failed,
@@ -98,17 +96,21 @@ func (r *Redis) wrote() {
 }
 
 // sync does whatever is due: a full write-back (when resync is set), the heartbeat, then the
-// queue in batches. On error the caller sets resync, so nothing due is lost.
-func (r *Redis) sync(ctx context.Context, hbDue bool) error {
+// queue in batches. On error the caller sets resync, so nothing due is lost. Each round trip has
+// its own deadline (OpTimeout; a write-back one per script call): a pass lasts as long as changes
+// keep arriving, and a healthy stream of them must never count as a failure.
+func (r *Redis) sync(hbDue bool) error {
 	for {
 		if r.resync.Swap(false) {
-			if err := r.writeBack(ctx); err != nil {
+			if err := r.writeBack(r.ctx); err != nil {
 				return err
 			}
 			hbDue = false
 		}
 		if hbDue {
+			ctx, cancel := context.WithTimeout(r.ctx, r.opTimeout)
 			missing, err := r.heartbeat(ctx)
+			cancel()
 			if err != nil {
 				return err
 			}
@@ -123,7 +125,9 @@ func (r *Redis) sync(ctx context.Context, hbDue bool) error {
 		if len(batch) == 0 {
 			return nil
 		}
+		ctx, cancel := context.WithTimeout(r.ctx, r.opTimeout)
 		missing, err := r.flush(ctx, batch)
+		cancel()
 		if err != nil {
 			return err
 		}
@@ -277,6 +281,12 @@ func (r *Redis) writeBack(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 
+	calls := 2 // the heartbeat and the registration, with several shards
+	for _, users := range per {
+		calls += len(users)/maxBatch + 1
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(calls)*r.opTimeout) // OpTimeout per round trip
+	defer cancel()
 	hb := r.heartbeatJSON()
 	rejoined := 0
 	for i, users := range per {
