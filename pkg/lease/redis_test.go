@@ -125,9 +125,7 @@ func TestRedisLeaseDown(t *testing.T) {
 // TestRedisLeaseTTL checks the TTL arithmetic with miniredis's clock.
 func TestRedisLeaseTTL(t *testing.T) {
 	t.Parallel()
-	mr := miniredis.RunT(t)
-	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { c.Close() })
+	mr, c := testkit.StartMiniredis(t)
 	a := NewRedis(c, "ws:ticker:leader", "a", 5*time.Second)
 	b := NewRedis(c, "ws:ticker:leader", "b", 5*time.Second)
 	if !hold(t, a) {

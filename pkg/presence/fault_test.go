@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"github.com/rs/zerolog"
 	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
@@ -92,37 +89,6 @@ func minInt(a, b int64) int64 {
 	return b
 }
 
-// startProxy runs an in-process Toxiproxy between the test and upstream, on a free port.
-func startProxy(t *testing.T, upstream string) *toxiproxy.Proxy {
-	t.Helper()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, "redis", "127.0.0.1:0", upstream)
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
-	return p
-}
-
-// blackhole makes the proxy drop every byte both ways without closing anything (a partition
-// with no RST) until the returned func is called.
-func blackhole(t *testing.T, p *toxiproxy.Proxy) (heal func()) {
-	t.Helper()
-	for _, dir := range []string{"upstream", "downstream"} {
-		body := fmt.Sprintf(`{"name":"hole_%s","type":"timeout","stream":%q,"attributes":{"timeout":0}}`, dir, dir)
-		if _, err := p.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return func() {
-		for _, dir := range []string{"upstream", "downstream"} {
-			if err := p.Toxics.RemoveToxic(context.Background(), "hole_"+dir); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-}
-
 // alternating checks that each connection's events alternate join, leave, join, … starting
 // with a join, that every join after the first is a rejoin, and returns how many connections
 // ended with a leave.
@@ -164,8 +130,8 @@ func TestRedisBlackholedLinkRejoins(t *testing.T) {
 	ctx := context.Background()
 	prefix := testkit.Prefix(t)
 	const ttl = time.Second
-	p := startProxy(t, srv.Addr())
-	bc := redis.NewClient(&redis.Options{Addr: p.Listen, DialTimeout: 200 * time.Millisecond,
+	p := testkit.StartToxiproxy(t, srv.Addr())
+	bc := redis.NewClient(&redis.Options{Addr: p.Addr(), DialTimeout: 200 * time.Millisecond,
 		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: -1,
 		ContextTimeoutEnabled: true})
 	t.Cleanup(func() { bc.Close() })
@@ -179,7 +145,7 @@ func TestRedisBlackholedLinkRejoins(t *testing.T) {
 	}
 	testkit.Eventually(t, 3*time.Second, "joins", func() bool { return c.HLen(ctx, prefix+"presence").Val() == n+1 })
 
-	heal := blackhole(t, p)
+	heal := p.Blackhole(t)
 	cut := time.Now()
 	testkit.Eventually(t, 5*ttl, "gw-b swept", func() bool { return c.HLen(ctx, prefix+"presence").Val() == 1 })
 	t.Logf("swept %v after the link went dark", time.Since(cut))

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"github.com/wsgw/wsgw/internal/testkit"
@@ -143,9 +142,7 @@ func TestRedisSweepConcurrent(t *testing.T) {
 // gateway, and does nothing while the heartbeat exists.
 func TestSweepLeavesLiveAndForeignFields(t *testing.T) {
 	t.Parallel()
-	mr := miniredis.RunT(t)
-	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { c.Close() })
+	mr, c := testkit.StartMiniredis(t)
 	ctx := context.Background()
 	prefix := "ws:"
 	deadGateway(t, c, prefix, "gw-dead", 3)
@@ -182,9 +179,7 @@ func TestSweepLeavesLiveAndForeignFields(t *testing.T) {
 // (here: Redis clock moved past the TTL) and writes everything back.
 func TestHeartbeatTTL(t *testing.T) {
 	t.Parallel()
-	mr := miniredis.RunT(t)
-	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { c.Close() })
+	mr, c := testkit.StartMiniredis(t)
 	ctx := context.Background()
 	s := NewRedis(c, RedisOptions{GatewayID: "gw-1", TTL: 300 * time.Millisecond, Logger: quietLogger()})
 	t.Cleanup(func() { s.Close(ctx) })
