@@ -186,11 +186,8 @@ func TestRedisBlackholedLinkRejoins(t *testing.T) {
 // (TestRedisBlackholedLinkRejoins saw it once, when the black hole swallowed a reply).
 func TestRedisRetryAfterLostReply(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	c, prefix, ev := startWithEvents(t)
 	ctx := context.Background()
-	prefix := testkit.Prefix(t)
-	ev := subscribeEvents(t, c, prefix)
 	sweeper := newTestStore(t, c, prefix, "gw-sweeper", time.Minute, nil)
 	r := newTestStore(t, c, prefix, "gw-r", time.Minute, nil)
 	testkit.Eventually(t, 2*time.Second, "heartbeats", func() bool {

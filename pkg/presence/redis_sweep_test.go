@@ -41,12 +41,9 @@ func checkLost(t *testing.T, evs []protocol.PresenceEvent, gw string, want int) 
 // one gateway_lost leave per connection.
 func TestRedisSweepDeadGateway(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	c, prefix, ev := startWithEvents(t)
 	ctx := context.Background()
-	prefix := testkit.Prefix(t)
 	const ttl = time.Second
-	ev := subscribeEvents(t, c, prefix)
 	var ms []*metrics.Metrics
 	for _, gw := range []string{"gw-a", "gw-b", "gw-c"} {
 		m := metrics.New()

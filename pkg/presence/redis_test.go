@@ -63,6 +63,15 @@ type events struct {
 	all []protocol.PresenceEvent
 }
 
+// startWithEvents starts a Redis and returns a client for it, a fresh key prefix and a
+// subscription to that prefix's presence events, for the tests that check what was published.
+func startWithEvents(t *testing.T) (*redis.Client, string, *events) {
+	t.Helper()
+	c := testkit.StartRedis(t).Client()
+	prefix := testkit.Prefix(t)
+	return c, prefix, subscribeEvents(t, c, prefix)
+}
+
 func subscribeEvents(t *testing.T, c redis.UniversalClient, prefix string) *events {
 	t.Helper()
 	ps := c.Subscribe(context.Background(), prefix+"presence:events")
@@ -112,10 +121,7 @@ func (e *events) wait(t *testing.T, n int, within time.Duration) []protocol.Pres
 
 func TestRedisEvents(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
-	prefix := testkit.Prefix(t)
-	ev := subscribeEvents(t, c, prefix)
+	c, prefix, ev := startWithEvents(t)
 	s := newTestStore(t, c, prefix, "gw-ev", time.Second, nil)
 	u := user("gw-ev", 1)
 	s.Join(u)
@@ -304,10 +310,7 @@ func TestRedisWriteBackAfterRestart(t *testing.T) {
 // fields, index, heartbeat and set membership.
 func TestRedisClose(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
-	prefix := testkit.Prefix(t)
-	ev := subscribeEvents(t, c, prefix)
+	c, prefix, ev := startWithEvents(t)
 	other := newTestStore(t, c, prefix, "gw-other", time.Second, nil)
 	other.Join(user("gw-other", 1))
 	s := newTestStore(t, c, prefix, "gw-close", time.Second, nil)
