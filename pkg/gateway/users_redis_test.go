@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -43,15 +42,12 @@ func TestUsersPollersKeepRedisFree(t *testing.T) {
 	}
 	store := presence.NewRedis(c, presence.RedisOptions{Prefix: prefix, GatewayID: "gw-u", TTL: time.Minute,
 		Logger: slog.New(slog.DiscardHandler)})
-	s := NewServer(slog.New(slog.DiscardHandler), metrics.New(), broker.NewMemory(), store, Options{ID: "gw-u"})
-	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(func() {
-		hs.Close()
+	t.Cleanup(func() { // after the drain
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		s.Drain(cctx)
 		store.Close(cctx)
 	})
+	hs := serve(t, NewServer(slog.New(slog.DiscardHandler), metrics.New(), broker.NewMemory(), store, Options{ID: "gw-u"}))
 	c.ConfigResetStat(ctx)
 	var wg sync.WaitGroup
 	var mu sync.Mutex

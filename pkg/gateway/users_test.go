@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -28,13 +27,7 @@ func TestUsersPages(t *testing.T) {
 			ConnectedAt: time.Unix(int64(i), 0).UTC()})
 	}
 	srv := NewServer(slog.New(slog.DiscardHandler), metrics.New(), broker.NewMemory(), store, Options{ID: "gw"})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Drain(ctx) // stops the worker pool NewServer started
-	})
+	hs := serve(t, srv)
 
 	seen := map[string]bool{}
 	cursor, pages := "", 0
