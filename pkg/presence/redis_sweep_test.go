@@ -274,3 +274,28 @@ func TestSweepChunksStaySmall(t *testing.T) {
 		t.Fatalf("%d script calls of 10 ms or more, the longest %v: want chunks under 10 ms", over, longest)
 	}
 }
+
+// TestSweepAllowed: the guard, through the store's clock.
+func TestSweepAllowed(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	r := &Redis{ttl: 15 * time.Second, now: func() time.Time { return now }}
+	at := func(d time.Duration) int64 { return now.Add(d).UnixNano() }
+	for _, tc := range []struct {
+		name        string
+		last, since int64
+		want        bool
+	}{
+		{"never wrote", 0, 0, false},
+		{"healthy for long, wrote 2s ago", at(-2 * time.Second), at(-time.Hour), true},
+		{"last write 6.5s ago (over TTL/3+1s)", at(-6500 * time.Millisecond), at(-time.Hour), false},
+		{"healthy for only 10s (under a TTL)", at(-time.Second), at(-10 * time.Second), false},
+		{"failing now", at(-time.Second), 0, false},
+	} {
+		r.lastOK.Store(tc.last)
+		r.healthySince.Store(tc.since)
+		if got := r.sweepAllowed(); got != tc.want {
+			t.Errorf("%s: sweepAllowed = %v", tc.name, got)
+		}
+	}
+}

@@ -236,13 +236,22 @@ func TestRedisBatching(t *testing.T) {
 	}
 }
 
+// failFastClient is a client of addr that fails at once while Redis is down (no retries, a
+// short dial), closed when the test ends: after the stores made later (cleanups run last-in
+// first-out).
+func failFastClient(t *testing.T, addr string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // TestRedisDownThenUp: Join never blocks while Redis is down, the changes are kept and retried,
 // and land once Redis is back.
 func TestRedisDownThenUp(t *testing.T) {
 	t.Parallel()
 	srv := testkit.StartRedis(t)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
-	t.Cleanup(func() { c.Close() }) // after the store's Close (cleanups run last-in first-out)
+	c := failFastClient(t, srv.Addr())
 	prefix := testkit.Prefix(t)
 	m := metrics.New()
 	s := newTestStore(t, c, prefix, "gw-down", time.Second, m)
@@ -376,3 +385,44 @@ func TestRedisCloseBoundedByContext(t *testing.T) {
 func heartbeatKey(prefix, id string) string { return rediskey.New(prefix).Heartbeat(id) }
 
 func indexKey(prefix, id string) string { return rediskey.New(prefix).GatewayConns(id) }
+
+// TestRedisWriteFailureStreak: while Redis is down the writer retries, counts every failure,
+// logs one line when the streak starts and one when it ends (with the count and the error),
+// and WriteFailingSince says since when.
+func TestRedisWriteFailureStreak(t *testing.T) {
+	t.Parallel()
+	srv := testkit.StartRedis(t)
+	c := failFastClient(t, srv.Addr())
+	var logs testkit.SyncBuffer
+	m := metrics.New()
+	s := startStore(t, c, RedisOptions{Prefix: testkit.Prefix(t), GatewayID: "gw-f", TTL: time.Second,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Metrics: m})
+	s.Join(user("gw-f", 0))
+	testkit.Eventually(t, 2*time.Second, "first write", func() bool { return testutil.ToFloat64(m.PresenceWrites) == 1 })
+	if !s.WriteFailingSince().IsZero() {
+		t.Fatal("failing while Redis is up")
+	}
+	srv.Kill()
+	killed := time.Now()
+	s.Join(user("gw-f", 1))
+	testkit.Eventually(t, 5*time.Second, "3 failures", func() bool { return testutil.ToFloat64(m.PresenceFailures) >= 3 })
+	since := s.WriteFailingSince()
+	if since.IsZero() || since.Before(killed.Add(-time.Second)) {
+		t.Fatalf("WriteFailingSince = %v, killed at %v", since, killed)
+	}
+	srv.Restart()
+	testkit.Eventually(t, 5*time.Second, "recovered", func() bool { return s.WriteFailingSince().IsZero() })
+	out := logs.String()
+	if n := strings.Count(out, "redis writes failing"); n != 1 {
+		t.Fatalf("%d streak-start lines:\n%s", n, out)
+	}
+	if n := strings.Count(out, "redis writes recovered"); n != 1 {
+		t.Fatalf("%d streak-end lines:\n%s", n, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "recovered") && (!strings.Contains(l, "failures=") || !strings.Contains(l, "err=")) {
+			t.Fatalf("streak end without count or error: %s", l)
+		}
+	}
+	t.Logf("%s", out)
+}
