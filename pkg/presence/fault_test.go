@@ -22,10 +22,8 @@ import (
 // ws:presence went from 60 entries to 0 with 90 online.
 func TestRedisOutOfMemoryNoSweep(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	_, c, prefix := startPrefixed(t)
 	ctx := context.Background()
-	prefix := testkit.Prefix(t)
 	const ttl = 1500 * time.Millisecond
 	var stores []*Redis
 	for _, gw := range []string{"gw-a", "gw-b", "gw-c"} {
@@ -125,10 +123,8 @@ func alternating(t *testing.T, evs []protocol.PresenceEvent) map[string][]string
 // drain published a second leave for each (join, leave gateway_lost, leave drained).
 func TestRedisBlackholedLinkRejoins(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	srv, c, prefix := startPrefixed(t)
 	ctx := context.Background()
-	prefix := testkit.Prefix(t)
 	const ttl = time.Second
 	p := testkit.StartToxiproxy(t, srv.Addr())
 	bc := redis.NewClient(&redis.Options{Addr: p.Addr(), DialTimeout: 200 * time.Millisecond,

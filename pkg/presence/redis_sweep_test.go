@@ -104,10 +104,8 @@ func deadGateway(t *testing.T, c redis.UniversalClient, prefix, gw string, n int
 // times over: each connection is removed with exactly one leave.
 func TestRedisSweepConcurrent(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	_, c, prefix := startPrefixed(t)
 	ctx := context.Background()
-	prefix := testkit.Prefix(t)
 	const n = 5000 // five script calls' worth
 	deadGateway(t, c, prefix, "gw-dead", n)
 	ev := subscribeEvents(t, c, prefix)
@@ -198,9 +196,7 @@ func TestHeartbeatTTL(t *testing.T) {
 // per TTL/3 in all, where every gateway checking would make six.
 func TestSweepUnderLease(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
-	prefix := testkit.Prefix(t)
+	_, c, prefix := startPrefixed(t)
 	const ttl = 600 * time.Millisecond
 	for i := range 6 {
 		newTestStore(t, c, prefix, fmt.Sprintf("gw-%d", i), ttl, nil)
@@ -225,10 +221,8 @@ func TestSweepUnderLease(t *testing.T) {
 // CPU; with chunks of 500 every call took 5–20 ms). Not parallel, so the package's other tests
 // do not add to that load.
 func TestSweepChunksStaySmall(t *testing.T) {
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	_, c, prefix := startPrefixed(t)
 	ctx := context.Background()
-	prefix := testkit.Prefix(t)
 	const n = 50000
 	deadGateway(t, c, prefix, "gw-dead", n)
 	s := newTestStore(t, c, prefix, "gw-live", time.Minute, nil)

@@ -67,9 +67,15 @@ type events struct {
 // subscription to that prefix's presence events, for the tests that check what was published.
 func startWithEvents(t *testing.T) (*redis.Client, string, *events) {
 	t.Helper()
-	c := testkit.StartRedis(t).Client()
-	prefix := testkit.Prefix(t)
+	_, c, prefix := startPrefixed(t)
 	return c, prefix, subscribeEvents(t, c, prefix)
+}
+
+// startPrefixed starts a Redis and returns it, a client for it and a fresh key prefix.
+func startPrefixed(t *testing.T) (*testkit.Redis, *redis.Client, string) {
+	t.Helper()
+	srv := testkit.StartRedis(t)
+	return srv, srv.Client(), testkit.Prefix(t)
 }
 
 func subscribeEvents(t *testing.T, c redis.UniversalClient, prefix string) *events {
@@ -150,9 +156,7 @@ func TestRedisEvents(t *testing.T) {
 
 func TestRedisStoredValue(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
-	prefix := testkit.Prefix(t)
+	_, c, prefix := startPrefixed(t)
 	s := newTestStore(t, c, prefix, "gw-v", time.Second, nil)
 	u := user("gw-v", 3)
 	s.Join(u)
