@@ -54,16 +54,7 @@ func TestUsersPages(t *testing.T) {
 	if u := getUsersPage(t, hs.URL+"/users"); len(u.Users) != 25 || u.NextCursor != "" {
 		t.Fatalf("default page: %d users, next %q", len(u.Users), u.NextCursor)
 	}
-	for _, q := range []string{"limit=0", "limit=10001", "limit=x", "limit=-1"} {
-		resp, err := http.Get(hs.URL + "/users?" + q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest {
-			t.Errorf("%s: %s, want 400", q, resp.Status)
-		}
-	}
+	usersBadRequest(t, hs.URL, "limit=0", "limit=10001", "limit=x", "limit=-1")
 
 	var out, errOut bytes.Buffer
 	if err := termclient.Users(context.Background(), []string{"-url", hs.URL + "/users", "-limit", "7"}, &out, &errOut); err != nil {
@@ -71,6 +62,21 @@ func TestUsersPages(t *testing.T) {
 	}
 	if n := strings.Count(out.String(), "\tgw\t"); n != 25 || !strings.Contains(out.String(), "count 25, distinct users 5") {
 		t.Fatalf("client users printed %d connections:\n%s", n, out.String())
+	}
+}
+
+// usersBadRequest checks that GET /users answers 400 to each query.
+func usersBadRequest(t *testing.T, base string, queries ...string) {
+	t.Helper()
+	for _, q := range queries {
+		resp, err := http.Get(base + "/users?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %s, want 400", q, resp.Status)
+		}
 	}
 }
 
@@ -161,14 +167,5 @@ func TestUsersPollersKeepRedisFree(t *testing.T) {
 	if u.Count != n || u.DistinctUsers != 0 || len(u.Users) != presence.DefaultPageSize || u.NextCursor == "" {
 		t.Fatalf("first page: count %d, %d users, next %q", u.Count, len(u.Users), u.NextCursor)
 	}
-	for _, bad := range []string{"zzz", "7:0", "0:x"} { // not a cursor; shard 7 of 1; bad scan
-		resp, err := http.Get(hs.URL + "/users?cursor=" + bad)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest {
-			t.Errorf("cursor %q: %s, want 400", bad, resp.Status)
-		}
-	}
+	usersBadRequest(t, hs.URL, "cursor=zzz", "cursor=7:0", "cursor=0:x") // not a cursor; shard 7 of 1; bad scan
 }
