@@ -52,6 +52,20 @@ func waitListening(t *testing.T, bind string) {
 	}
 }
 
+// proxyTo starts HAProxy (1000 connections at most) in front of the backends, in that order,
+// and returns its bind address once it listens.
+func proxyTo(t *testing.T, bin string, backends ...*backend) string {
+	t.Helper()
+	var servers []string
+	for _, b := range backends {
+		servers = append(servers, b.srv.Listener.Addr().String())
+	}
+	bind := freeAddr(t)
+	startHAProxy(t, bin, lbconfig.Config{Servers: servers, Bind: bind, MaxConn: 1000})
+	waitListening(t, bind)
+	return bind
+}
+
 // TestHAProxyRetriesDrainingUpgrade: a gateway that has begun draining answers new upgrades
 // with 503 while HAProxy's checks still count it as up (DRAIN_DELAY covers those 2 s). HAProxy
 // retries such an upgrade on another server, so no client sees the 503.
@@ -62,13 +76,7 @@ func TestHAProxyRetriesDrainingUpgrade(t *testing.T) {
 	bin := testkit.Need(t, "haproxy")
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	b.refuseWS.Store(true) // /readyz still 200: HAProxy keeps it in rotation
-	bind := freeAddr(t)
-	startHAProxy(t, bin, lbconfig.Config{
-		Servers: []string{a.srv.Listener.Addr().String(), b.srv.Listener.Addr().String()},
-		Bind:    bind,
-		MaxConn: 1000,
-	})
-	waitListening(t, bind)
+	bind := proxyTo(t, bin, a, b)
 	for i := range 10 {
 		got, _, err := dialThrough(t, bind)
 		if err != nil {
@@ -169,13 +177,7 @@ func TestHAProxyBlackHoledServer(t *testing.T) {
 	a := newBackend(t, "a")
 	hl := newHoleListener(t)
 	h := newBackendOn(t, "h", hl)
-	bind := freeAddr(t)
-	startHAProxy(t, bin, lbconfig.Config{
-		Servers: []string{h.srv.Listener.Addr().String(), a.srv.Listener.Addr().String()},
-		Bind:    bind,
-		MaxConn: 1000,
-	})
-	waitListening(t, bind)
+	bind := proxyTo(t, bin, h, a)
 	// Past HAProxy's start-up state (where one failed check marks a server down): both have
 	// passed checks for a while, as replicas of a running stack have.
 	time.Sleep(3 * time.Second)

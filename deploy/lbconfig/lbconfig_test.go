@@ -30,14 +30,29 @@ func TestRenderRejects(t *testing.T) {
 	}
 }
 
-func TestRenderServers(t *testing.T) {
+// render renders c, failing the test on an error.
+func render(t *testing.T, c Config) string {
+	t.Helper()
 	var b strings.Builder
-	err := Render(&b, Config{Servers: []string{"127.0.0.1:9001", "localhost:9002"}, Bind: "127.0.0.1:8080", MaxConn: 500})
-	if err != nil {
+	if err := Render(&b, c); err != nil {
 		t.Fatal(err)
 	}
-	out := b.String()
-	for _, want := range []string{
+	return b.String()
+}
+
+// containsAll reports each of wants (whole lines, with their newlines) missing from out.
+func containsAll(t *testing.T, out string, wants []string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("rendered config lacks %q:\n%s", strings.TrimSpace(want), out)
+		}
+	}
+}
+
+func TestRenderServers(t *testing.T) {
+	out := render(t, Config{Servers: []string{"127.0.0.1:9001", "localhost:9002"}, Bind: "127.0.0.1:8080", MaxConn: 500})
+	containsAll(t, out, []string{
 		"\n    bind 127.0.0.1:8080\n",
 		"\n    server gw1 127.0.0.1:9001 check\n",
 		"\n    server gw2 localhost:9002 check\n",
@@ -48,11 +63,7 @@ func TestRenderServers(t *testing.T) {
 		"\n    tcp-request connection track-sc0 src\n",
 		"\n    tcp-request connection reject if { sc_conn_cur(0) gt 1000 }\n",
 		"\n    tcp-request connection reject if { sc_conn_rate(0) gt 500 }\n",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("rendered config lacks %q:\n%s", strings.TrimSpace(want), out)
-		}
-	}
+	})
 	for _, unwanted := range []string{"resolvers", "server-template", "frontend stats", "nbthread"} {
 		if strings.Contains(out, unwanted) {
 			t.Errorf("static config contains %q", unwanted)
@@ -61,22 +72,14 @@ func TestRenderServers(t *testing.T) {
 }
 
 func TestRenderDockerDefaults(t *testing.T) {
-	var b strings.Builder
-	if err := Render(&b, Config{Docker: true, StatsBind: ":8404"}); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
-	for _, want := range []string{
+	out := render(t, Config{Docker: true, StatsBind: ":8404"})
+	containsAll(t, out, []string{
 		"\n    bind :8080\n",
 		"\n    maxconn 100000\n",
 		"\n    nameserver dns 127.0.0.11:53\n",
 		"\n    server-template gw 1-10 gateway:8080 check resolvers docker init-addr none\n",
 		"\n    bind :8404\n",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("rendered config lacks %q:\n%s", strings.TrimSpace(want), out)
-		}
-	}
+	})
 	if strings.Contains(out, "{{") || strings.Contains(out, "<no value>") {
 		t.Errorf("template left unexpanded:\n%s", out)
 	}
@@ -91,11 +94,7 @@ func TestMaxConnFor(t *testing.T) {
 }
 
 func TestRenderThreads(t *testing.T) {
-	var b strings.Builder
-	if err := Render(&b, Config{Servers: []string{"127.0.0.1:9001"}, Threads: 1}); err != nil {
-		t.Fatal(err)
-	}
-	global, _, _ := strings.Cut(b.String(), "\ndefaults")
+	global, _, _ := strings.Cut(render(t, Config{Servers: []string{"127.0.0.1:9001"}, Threads: 1}), "\ndefaults")
 	if !strings.Contains(global, "\n    nbthread 1\n") {
 		t.Errorf("global section lacks nbthread 1:\n%s", global)
 	}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -14,11 +12,8 @@ import (
 
 	"github.com/wsgw/wsgw/deploy/loadgen"
 	"github.com/wsgw/wsgw/internal/testkit"
-	"github.com/wsgw/wsgw/pkg/broker"
+	"github.com/wsgw/wsgw/internal/testkit/standalone"
 	"github.com/wsgw/wsgw/pkg/gateway"
-	"github.com/wsgw/wsgw/pkg/metrics"
-	"github.com/wsgw/wsgw/pkg/presence"
-	"github.com/wsgw/wsgw/pkg/tick"
 )
 
 // childEnv makes the test binary act as the loadtest program: -procs re-executes
@@ -36,32 +31,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func startGateway(t *testing.T) string {
-	t.Helper()
-	b := broker.NewMemory()
-	srv := gateway.NewServer(slog.New(slog.DiscardHandler), metrics.New(), b, presence.NewMemory(), gateway.Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = tick.Run(ctx, b.Publish, tick.Options{Interval: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer dcancel()
-		srv.Drain(dctx)
-		hs.Close()
-	})
-	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
-}
-
 // lastJSON decodes the JSON line that -json prints after the summary.
 func lastJSON(t *testing.T, out string) loadgen.Result {
 	t.Helper()
@@ -74,7 +43,7 @@ func lastJSON(t *testing.T, out string) loadgen.Result {
 }
 
 func TestProcs(t *testing.T) {
-	url := startGateway(t)
+	url := standalone.Start(t, gateway.Options{}, 100*time.Millisecond)
 	t.Setenv(childEnv, "1")
 	var stdout bytes.Buffer
 	var stderr testkit.SyncBuffer // the children's copies write it concurrently
@@ -110,7 +79,7 @@ func TestProcs(t *testing.T) {
 }
 
 func TestSingle(t *testing.T) {
-	url := startGateway(t)
+	url := standalone.Start(t, gateway.Options{}, 100*time.Millisecond)
 	var stdout, stderr bytes.Buffer
 	args := []string{"-url", url, "-mode", "storm", "-n", "30", "-pid", fmt.Sprint(os.Getpid()), "-json"}
 	if err := run(context.Background(), args, strings.NewReader(""), &stdout, &stderr); err != nil {

@@ -6,7 +6,8 @@
 // (Eventually), gives a buffer a child process and a test can share (SyncBuffer), and an
 // additions-only Fibonacci oracle (Fib), and serves authentication tests: the table of bad
 // tokens (BadTokens), an identity provider's rotating JWKS endpoint (StartJWKS) and a plain GET
-// (HTTPGet). The end-to-end harness lives in deploy/e2e.
+// (HTTPGet). The end-to-end harness lives in deploy/e2e; an in-process gateway for tests
+// outside pkg/gateway lives in testkit/standalone, since testkit imports no product package.
 //
 // Cleanup kills exactly the processes a helper started, by PID. Nothing here is product code.
 package testkit

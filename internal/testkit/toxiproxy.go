@@ -59,3 +59,18 @@ func (t *Toxiproxy) Remove(tb testing.TB, name string) {
 		tb.Fatalf("toxiproxy: remove toxic %s: %v", name, err)
 	}
 }
+
+// Blackhole makes the proxy drop every byte both ways without closing anything (a partition
+// with no RST) until the returned func is called.
+func (t *Toxiproxy) Blackhole(tb testing.TB) (heal func()) {
+	tb.Helper()
+	dirs := []string{"upstream", "downstream"}
+	for _, dir := range dirs {
+		t.Add(tb, fmt.Sprintf(`{"name":"hole_%s","type":"timeout","stream":%q,"attributes":{"timeout":0}}`, dir, dir))
+	}
+	return func() {
+		for _, dir := range dirs {
+			t.Remove(tb, "hole_"+dir)
+		}
+	}
+}

@@ -25,6 +25,31 @@ func newTestRedis(t *testing.T, c redis.UniversalClient, prefix string, m *metri
 	return b
 }
 
+// subscribeCounting subscribes a recorder to b and counts the calls of its resubscription hook.
+func subscribeCounting(t *testing.T, b *Redis) (*recorder, *atomic.Int32) {
+	t.Helper()
+	hooks := new(atomic.Int32)
+	b.OnResubscribe(func() { hooks.Add(1) })
+	r := new(recorder)
+	if err := b.Subscribe(context.Background(), r.fn); err != nil {
+		t.Fatal(err)
+	}
+	return r, hooks
+}
+
+// startDelivering starts a Redis and a broker on it, subscribed and receiving a running
+// ticker's frames, for the tests that then break the subscription.
+func startDelivering(t *testing.T) (*testkit.Redis, *metrics.Metrics, *Redis, *recorder, *atomic.Int32) {
+	t.Helper()
+	srv := testkit.StartRedis(t)
+	m := metrics.New()
+	b := newTestRedis(t, srv.Client(), testkit.Prefix(t), m)
+	r, hooks := subscribeCounting(t, b)
+	ticker(t, b, 1000)
+	waitMore(t, r, 3, 2*time.Second)
+	return srv, m, b, r, hooks
+}
+
 func TestRedisContract(t *testing.T) {
 	t.Parallel()
 	srv := testkit.StartRedis(t)
@@ -91,23 +116,13 @@ func TestRedisPublishSetsCanary(t *testing.T) {
 // reconnects, and the broker counts it and calls its hooks.
 func TestRedisResubscribeAfterClientKill(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	m := metrics.New()
-	b := newTestRedis(t, srv.Client(), testkit.Prefix(t), m)
-	var hooks atomic.Int32
-	b.OnResubscribe(func() { hooks.Add(1) })
-	var r recorder
-	if err := b.Subscribe(context.Background(), r.fn); err != nil {
-		t.Fatal(err)
-	}
-	ticker(t, b, 1000)
-	waitMore(t, &r, 3, 2*time.Second)
+	srv, m, b, r, hooks := startDelivering(t)
 
 	if n, err := srv.Client().ClientKillByFilter(context.Background(), "TYPE", "pubsub").Result(); err != nil || n != 1 {
 		t.Fatalf("CLIENT KILL TYPE pubsub: %d, %v", n, err)
 	}
 	testkit.Eventually(t, 5*time.Second, "resubscription hook", func() bool { return hooks.Load() == 1 })
-	waitMore(t, &r, 3, 2*time.Second)
+	waitMore(t, r, 3, 2*time.Second)
 	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {
 		t.Fatalf("PubSubReconnects = %v", got)
 	}
@@ -119,24 +134,14 @@ func TestRedisResubscribeAfterClientKill(t *testing.T) {
 // TestRedisRestart restarts Redis empty: delivery resumes and the hooks run.
 func TestRedisRestart(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	m := metrics.New()
-	b := newTestRedis(t, srv.Client(), testkit.Prefix(t), m)
-	var hooks atomic.Int32
-	b.OnResubscribe(func() { hooks.Add(1) })
-	var r recorder
-	if err := b.Subscribe(context.Background(), r.fn); err != nil {
-		t.Fatal(err)
-	}
-	ticker(t, b, 1000)
-	waitMore(t, &r, 3, 2*time.Second)
+	srv, m, b, r, hooks := startDelivering(t)
 	srv.Kill()
 	if err := b.Check(context.Background()); err == nil {
 		t.Fatal("ready while Redis is down")
 	}
 	srv.Restart()
 	testkit.Eventually(t, 10*time.Second, "resubscription hook", func() bool { return hooks.Load() >= 1 })
-	waitMore(t, &r, 3, 5*time.Second)
+	waitMore(t, r, 3, 5*time.Second)
 	if got := testutil.ToFloat64(m.PubSubReconnects); got < 1 {
 		t.Fatalf("PubSubReconnects = %v", got)
 	}
@@ -232,17 +237,12 @@ func TestRedisWedgedSubscription(t *testing.T) {
 	m := metrics.New()
 	b := NewRedis(c, RedisOptions{Prefix: prefix, Logger: quietLogger(), Metrics: m, CheckInterval: 50 * time.Millisecond})
 	t.Cleanup(func() { b.Close() })
-	var hooks atomic.Int32
-	b.OnResubscribe(func() { hooks.Add(1) })
-	var r recorder
-	if err := b.Subscribe(context.Background(), r.fn); err != nil {
-		t.Fatal(err)
-	}
+	r, hooks := subscribeCounting(t, b)
 	pub := newTestRedis(t, srv.Client(), prefix, nil) // the ticker, connected directly
 	// One frame per 100 ms: the canary's slack is 2 frames, and the background checker must
 	// not take a frame in flight for a deaf subscription.
 	tickerEvery(t, pub, 1000, 100*time.Millisecond)
-	waitMore(t, &r, 3, 2*time.Second)
+	waitMore(t, r, 3, 2*time.Second)
 	if err := b.Check(context.Background()); err != nil {
 		t.Fatalf("ready while delivering: %v", err)
 	}
@@ -259,7 +259,7 @@ func TestRedisWedgedSubscription(t *testing.T) {
 	if got := len(r.get()); got > stalled+1 {
 		t.Fatalf("frames kept arriving on the deaf connection: %d → %d", stalled, got)
 	}
-	waitMore(t, &r, 5, 3*time.Second) // on the new subscription
+	waitMore(t, r, 5, 3*time.Second) // on the new subscription
 	testkit.Eventually(t, 2*time.Second, "health after the repair", func() bool { return b.Health().OK() })
 	testkit.Eventually(t, time.Second, "hook", func() bool { return hooks.Load() == 1 })
 	if got := testutil.ToFloat64(m.PubSubReconnects); got != 1 {

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -40,19 +39,15 @@ func startClusterGateway(t *testing.T, addr, prefix string) *testGateway {
 	m := metrics.New()
 	log := slog.New(slog.DiscardHandler)
 	b := broker.NewRedis(client, broker.RedisOptions{Prefix: prefix, Logger: log, Metrics: m})
+	t.Cleanup(func() { // after the drain
+		b.Close()
+		client.Close()
+	})
 	srv := NewServer(log, m, b, presence.NewMemory(), Options{ID: "gw-grey"})
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Drain(ctx)
-		b.Close()
-		client.Close()
-	})
+	hs := serve(t, srv)
 	return &testGateway{srv: srv, m: m, http: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"}
 }
 

@@ -89,6 +89,20 @@ func startGateway(t testing.TB, opts Options, interval time.Duration, setup ...f
 	return g
 }
 
+// serve serves srv's handler on a real socket; when the test ends the listener closes and srv
+// drains. Cleanups registered before serve run after the drain.
+func serve(t testing.TB, srv *Server) *httptest.Server {
+	t.Helper()
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Drain(ctx) // also stops the worker pool NewServer started
+	})
+	return hs
+}
+
 // dial connects as user (empty: no user parameter) and returns the connection and its welcome.
 func (g *testGateway) dial(t testing.TB, user string) (*websocket.Conn, protocol.Frame) {
 	t.Helper()

@@ -23,12 +23,17 @@ func hold(t *testing.T, l *Redis) bool {
 	return ok
 }
 
+// startWithKey starts a Redis and returns it, a client for it and a fresh lease key.
+func startWithKey(t *testing.T) (*testkit.Redis, *redis.Client, string) {
+	t.Helper()
+	srv := testkit.StartRedis(t)
+	return srv, srv.Client(), testkit.Prefix(t) + "ticker:leader"
+}
+
 func TestRedisLease(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	_, c, key := startWithKey(t)
 	ctx := context.Background()
-	key := testkit.Prefix(t) + "ticker:leader"
 	const ttl = 300 * time.Millisecond
 	a := NewRedis(c, key, "ticker-a", ttl)
 	b := NewRedis(c, key, "ticker-b", ttl)
@@ -84,10 +89,8 @@ func TestRedisLease(t *testing.T) {
 // next Hold that it lost, and does not extend the other's key.
 func TestRedisLeaseOverwritten(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	_, c, key := startWithKey(t)
 	ctx := context.Background()
-	key := testkit.Prefix(t) + "ticker:leader"
 	a := NewRedis(c, key, "ticker-a", time.Second)
 	if !hold(t, a) {
 		t.Fatal("a did not acquire")
@@ -125,9 +128,7 @@ func TestRedisLeaseDown(t *testing.T) {
 // TestRedisLeaseTTL checks the TTL arithmetic with miniredis's clock.
 func TestRedisLeaseTTL(t *testing.T) {
 	t.Parallel()
-	mr := miniredis.RunT(t)
-	c := redis.NewClient(&redis.Options{Addr: mr.Addr()})
-	t.Cleanup(func() { c.Close() })
+	mr, c := testkit.StartMiniredis(t)
 	a := NewRedis(c, "ws:ticker:leader", "a", 5*time.Second)
 	b := NewRedis(c, "ws:ticker:leader", "b", 5*time.Second)
 	if !hold(t, a) {

@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"github.com/rs/zerolog"
 	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
@@ -25,10 +22,8 @@ import (
 // ws:presence went from 60 entries to 0 with 90 online.
 func TestRedisOutOfMemoryNoSweep(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	_, c, prefix := startPrefixed(t)
 	ctx := context.Background()
-	prefix := testkit.Prefix(t)
 	const ttl = 1500 * time.Millisecond
 	var stores []*Redis
 	for _, gw := range []string{"gw-a", "gw-b", "gw-c"} {
@@ -92,37 +87,6 @@ func minInt(a, b int64) int64 {
 	return b
 }
 
-// startProxy runs an in-process Toxiproxy between the test and upstream, on a free port.
-func startProxy(t *testing.T, upstream string) *toxiproxy.Proxy {
-	t.Helper()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, "redis", "127.0.0.1:0", upstream)
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
-	return p
-}
-
-// blackhole makes the proxy drop every byte both ways without closing anything (a partition
-// with no RST) until the returned func is called.
-func blackhole(t *testing.T, p *toxiproxy.Proxy) (heal func()) {
-	t.Helper()
-	for _, dir := range []string{"upstream", "downstream"} {
-		body := fmt.Sprintf(`{"name":"hole_%s","type":"timeout","stream":%q,"attributes":{"timeout":0}}`, dir, dir)
-		if _, err := p.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return func() {
-		for _, dir := range []string{"upstream", "downstream"} {
-			if err := p.Toxics.RemoveToxic(context.Background(), "hole_"+dir); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-}
-
 // alternating checks that each connection's events alternate join, leave, join, … starting
 // with a join, that every join after the first is a rejoin, and returns how many connections
 // ended with a leave.
@@ -159,13 +123,11 @@ func alternating(t *testing.T, evs []protocol.PresenceEvent) map[string][]string
 // drain published a second leave for each (join, leave gateway_lost, leave drained).
 func TestRedisBlackholedLinkRejoins(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	srv, c, prefix := startPrefixed(t)
 	ctx := context.Background()
-	prefix := testkit.Prefix(t)
 	const ttl = time.Second
-	p := startProxy(t, srv.Addr())
-	bc := redis.NewClient(&redis.Options{Addr: p.Listen, DialTimeout: 200 * time.Millisecond,
+	p := testkit.StartToxiproxy(t, srv.Addr())
+	bc := redis.NewClient(&redis.Options{Addr: p.Addr(), DialTimeout: 200 * time.Millisecond,
 		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: -1,
 		ContextTimeoutEnabled: true})
 	t.Cleanup(func() { bc.Close() })
@@ -179,7 +141,7 @@ func TestRedisBlackholedLinkRejoins(t *testing.T) {
 	}
 	testkit.Eventually(t, 3*time.Second, "joins", func() bool { return c.HLen(ctx, prefix+"presence").Val() == n+1 })
 
-	heal := blackhole(t, p)
+	heal := p.Blackhole(t)
 	cut := time.Now()
 	testkit.Eventually(t, 5*ttl, "gw-b swept", func() bool { return c.HLen(ctx, prefix+"presence").Val() == 1 })
 	t.Logf("swept %v after the link went dark", time.Since(cut))
@@ -220,11 +182,8 @@ func TestRedisBlackholedLinkRejoins(t *testing.T) {
 // (TestRedisBlackholedLinkRejoins saw it once, when the black hole swallowed a reply).
 func TestRedisRetryAfterLostReply(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	c, prefix, ev := startWithEvents(t)
 	ctx := context.Background()
-	prefix := testkit.Prefix(t)
-	ev := subscribeEvents(t, c, prefix)
 	sweeper := newTestStore(t, c, prefix, "gw-sweeper", time.Minute, nil)
 	r := newTestStore(t, c, prefix, "gw-r", time.Minute, nil)
 	testkit.Eventually(t, 2*time.Second, "heartbeats", func() bool {

@@ -63,6 +63,21 @@ type events struct {
 	all []protocol.PresenceEvent
 }
 
+// startWithEvents starts a Redis and returns a client for it, a fresh key prefix and a
+// subscription to that prefix's presence events, for the tests that check what was published.
+func startWithEvents(t *testing.T) (*redis.Client, string, *events) {
+	t.Helper()
+	_, c, prefix := startPrefixed(t)
+	return c, prefix, subscribeEvents(t, c, prefix)
+}
+
+// startPrefixed starts a Redis and returns it, a client for it and a fresh key prefix.
+func startPrefixed(t *testing.T) (*testkit.Redis, *redis.Client, string) {
+	t.Helper()
+	srv := testkit.StartRedis(t)
+	return srv, srv.Client(), testkit.Prefix(t)
+}
+
 func subscribeEvents(t *testing.T, c redis.UniversalClient, prefix string) *events {
 	t.Helper()
 	ps := c.Subscribe(context.Background(), prefix+"presence:events")
@@ -112,10 +127,7 @@ func (e *events) wait(t *testing.T, n int, within time.Duration) []protocol.Pres
 
 func TestRedisEvents(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
-	prefix := testkit.Prefix(t)
-	ev := subscribeEvents(t, c, prefix)
+	c, prefix, ev := startWithEvents(t)
 	s := newTestStore(t, c, prefix, "gw-ev", time.Second, nil)
 	u := user("gw-ev", 1)
 	s.Join(u)
@@ -144,9 +156,7 @@ func TestRedisEvents(t *testing.T) {
 
 func TestRedisStoredValue(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
-	prefix := testkit.Prefix(t)
+	_, c, prefix := startPrefixed(t)
 	s := newTestStore(t, c, prefix, "gw-v", time.Second, nil)
 	u := user("gw-v", 3)
 	s.Join(u)
@@ -230,13 +240,22 @@ func TestRedisBatching(t *testing.T) {
 	}
 }
 
+// failFastClient is a client of addr that fails at once while Redis is down (no retries, a
+// short dial), closed when the test ends: after the stores made later (cleanups run last-in
+// first-out).
+func failFastClient(t *testing.T, addr string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // TestRedisDownThenUp: Join never blocks while Redis is down, the changes are kept and retried,
 // and land once Redis is back.
 func TestRedisDownThenUp(t *testing.T) {
 	t.Parallel()
 	srv := testkit.StartRedis(t)
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
-	t.Cleanup(func() { c.Close() }) // after the store's Close (cleanups run last-in first-out)
+	c := failFastClient(t, srv.Addr())
 	prefix := testkit.Prefix(t)
 	m := metrics.New()
 	s := newTestStore(t, c, prefix, "gw-down", time.Second, m)
@@ -304,10 +323,7 @@ func TestRedisWriteBackAfterRestart(t *testing.T) {
 // fields, index, heartbeat and set membership.
 func TestRedisClose(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
-	prefix := testkit.Prefix(t)
-	ev := subscribeEvents(t, c, prefix)
+	c, prefix, ev := startWithEvents(t)
 	other := newTestStore(t, c, prefix, "gw-other", time.Second, nil)
 	other.Join(user("gw-other", 1))
 	s := newTestStore(t, c, prefix, "gw-close", time.Second, nil)
@@ -373,3 +389,74 @@ func TestRedisCloseBoundedByContext(t *testing.T) {
 func heartbeatKey(prefix, id string) string { return rediskey.New(prefix).Heartbeat(id) }
 
 func indexKey(prefix, id string) string { return rediskey.New(prefix).GatewayConns(id) }
+
+// TestRedisWriteFailureStreak: while Redis is down the writer retries, counts every failure,
+// logs one line when the streak starts and one when it ends (with the count and the error),
+// and WriteFailingSince says since when.
+func TestRedisWriteFailureStreak(t *testing.T) {
+	t.Parallel()
+	srv := testkit.StartRedis(t)
+	c := failFastClient(t, srv.Addr())
+	var logs testkit.SyncBuffer
+	m := metrics.New()
+	s := startStore(t, c, RedisOptions{Prefix: testkit.Prefix(t), GatewayID: "gw-f", TTL: time.Second,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Metrics: m})
+	s.Join(user("gw-f", 0))
+	testkit.Eventually(t, 2*time.Second, "first write", func() bool { return testutil.ToFloat64(m.PresenceWrites) == 1 })
+	if !s.WriteFailingSince().IsZero() {
+		t.Fatal("failing while Redis is up")
+	}
+	srv.Kill()
+	killed := time.Now()
+	s.Join(user("gw-f", 1))
+	testkit.Eventually(t, 5*time.Second, "3 failures", func() bool { return testutil.ToFloat64(m.PresenceFailures) >= 3 })
+	since := s.WriteFailingSince()
+	if since.IsZero() || since.Before(killed.Add(-time.Second)) {
+		t.Fatalf("WriteFailingSince = %v, killed at %v", since, killed)
+	}
+	srv.Restart()
+	testkit.Eventually(t, 5*time.Second, "recovered", func() bool { return s.WriteFailingSince().IsZero() })
+	out := logs.String()
+	if n := strings.Count(out, "redis writes failing"); n != 1 {
+		t.Fatalf("%d streak-start lines:\n%s", n, out)
+	}
+	if n := strings.Count(out, "redis writes recovered"); n != 1 {
+		t.Fatalf("%d streak-end lines:\n%s", n, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "recovered") && (!strings.Contains(l, "failures=") || !strings.Contains(l, "err=")) {
+			t.Fatalf("streak end without count or error: %s", l)
+		}
+	}
+	t.Logf("%s", out)
+}
+
+// TestRedisWriterSteadyStream: a steady stream of joins and leaves, each round trip quick, never
+// counts as a failure, however long the stream lasts. Fails before each round trip got its own
+// deadline: one OpTimeout covered the writer's whole pass, which keeps going while changes keep
+// arriving, so a healthy stream longer than OpTimeout ended in "context deadline exceeded", a
+// failure streak, a full write-back and no sweeping for a TTL (seen in the presence simulator:
+// every gateway of a 3-master Cluster run logged it during the connect phase).
+func TestRedisWriterSteadyStream(t *testing.T) {
+	t.Parallel()
+	srv := testkit.StartRedis(t)
+	px := testkit.StartToxiproxy(t, srv.Addr())
+	px.Latency(t, 20*time.Millisecond, 0) // every round trip takes a while: changes pile up meanwhile
+	c := redis.NewClient(&redis.Options{Addr: px.Addr()})
+	t.Cleanup(func() { c.Close() })
+	m := metrics.New()
+	s := startStore(t, c, RedisOptions{Prefix: testkit.Prefix(t), GatewayID: "gw-s", TTL: 3 * time.Second,
+		Logger: quietLogger(), Metrics: m, OpTimeout: 300 * time.Millisecond})
+	end := time.Now().Add(1500 * time.Millisecond) // five OpTimeouts of changes that never stop
+	for i := 0; time.Now().Before(end); i++ {
+		u := user("gw-s", i)
+		s.Join(u)
+		if i%2 == 1 {
+			s.Leave(u.ConnID, "closed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := testutil.ToFloat64(m.PresenceFailures); n != 0 {
+		t.Fatalf("%v write failures with Redis healthy (WriteFailingSince %v)", n, s.WriteFailingSince())
+	}
+}

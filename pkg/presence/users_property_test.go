@@ -79,10 +79,8 @@ func TestUsersInStepProperty(t *testing.T) {
 }
 
 func usersProperty(t *testing.T, shards int) {
-	srv := testkit.StartRedis(t)
-	c := srv.Client()
+	_, c, prefix := startPrefixed(t)
 	ctx := context.Background()
-	prefix := testkit.Prefix(t)
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 	t.Logf("seed %d", seed)

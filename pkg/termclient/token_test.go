@@ -1,15 +1,14 @@
 package termclient
 
 import (
-	"context"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/wsgw/wsgw/internal/testkit/standalone"
 	"github.com/wsgw/wsgw/pkg/auth"
 	"github.com/wsgw/wsgw/pkg/broker"
 	"github.com/wsgw/wsgw/pkg/gateway"
@@ -27,19 +26,9 @@ func authGateway(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(v.Close) // after the gateway's drain
 	srv := gateway.NewServer(slog.New(slog.DiscardHandler), metrics.New(), broker.NewMemory(), presence.NewMemory(), gateway.Options{Auth: v})
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Drain(ctx)
-		v.Close()
-	})
-	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+	return standalone.Serve(t, srv)
 }
 
 func signFor(t *testing.T, user string, ttl time.Duration) string {

@@ -51,6 +51,14 @@ type tickLog struct {
 	all  []int64 // every seq received, duplicates and stale ones included
 }
 
+// startWatched starts a Redis, a fresh key prefix and a tick log subscribed to it.
+func startWatched(t *testing.T) (*testkit.Redis, string, *tickLog) {
+	t.Helper()
+	srv := testkit.StartRedis(t)
+	prefix := testkit.Prefix(t)
+	return srv, prefix, subscribeTicks(t, srv.Client(), prefix)
+}
+
 func subscribeTicks(t *testing.T, c redis.UniversalClient, prefix string) *tickLog {
 	t.Helper()
 	l := &tickLog{}
@@ -130,10 +138,8 @@ func (l *tickLog) newest() int64 {
 // lease and published seqs an hour ahead, which froze every gateway's dedupe mark.
 func TestSkewedTickerStepsAside(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	prefix := testkit.Prefix(t)
+	srv, prefix, log := startWatched(t)
 	const interval, ttl = 250 * time.Millisecond, 2 * time.Second
-	log := subscribeTicks(t, srv.Client(), prefix)
 	var skewed skewClock
 	skewed.set(time.Hour)
 	startTicker(t, srv.Addr(), prefix, "skewed", skewed.now, interval, ttl)
@@ -167,10 +173,8 @@ func TestSkewedTickerStepsAside(t *testing.T) {
 // lease to expire, a gap of LEASE_TTL and more.
 func TestLeaderClockStepsBack(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	prefix := testkit.Prefix(t)
+	srv, prefix, log := startWatched(t)
 	const interval, ttl = 250 * time.Millisecond, 3 * time.Second
-	log := subscribeTicks(t, srv.Client(), prefix)
 	var leader skewClock
 	startTicker(t, srv.Addr(), prefix, "leader", leader.now, interval, ttl)
 	log.waitFresh(t, 0, 3*time.Second)
@@ -203,10 +207,8 @@ func TestLeaderClockStepsBack(t *testing.T) {
 // orphaned lease expired, LEASE_TTL after Redis woke.
 func TestDebugSleepLeaseReadBack(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
-	prefix := testkit.Prefix(t)
+	srv, prefix, log := startWatched(t)
 	const interval, ttl, sleep = 250 * time.Millisecond, 2 * time.Second, 3 * time.Second
-	log := subscribeTicks(t, srv.Client(), prefix)
 	startTicker(t, srv.Addr(), prefix, "a", time.Now, interval, ttl)
 	startTicker(t, srv.Addr(), prefix, "b", time.Now, interval, ttl)
 	log.waitFresh(t, 0, 3*time.Second)
