@@ -207,7 +207,7 @@ func TestDockerignore(t *testing.T) {
 	}
 	for _, keep := range []string{"go.mod", "go.sum", "gateway/main.go", "ticker/main.go",
 		"pkg/gateway/server.go", "pkg/protocol/protocol.go",
-		"pkg/gateway/web/index.html"} { // the last one is embedded
+		"pkg/gateway/web/index.html", "pkg/gateway/web/app.js"} { // the last two are embedded
 		if ignored(keep) {
 			t.Errorf(".dockerignore excludes %s, which the build needs", keep)
 		}
