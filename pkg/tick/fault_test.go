@@ -192,8 +192,11 @@ func TestLeaderClockStepsBack(t *testing.T) {
 	if gap > ttl+2*interval {
 		t.Fatalf("ticks stopped for %v, contract allows LEASE_TTL + 2 intervals = %v", gap, ttl+2*interval)
 	}
-	if gap > 4*interval {
-		t.Fatalf("ticks stopped for %v: the leader did not step aside at once (want ≤ 4 intervals, %v)", gap, 4*interval)
+	// The leader steps aside at its next tick and the standby takes the free lease at its own:
+	// a few intervals. Half a LEASE_TTL more is slack for a loaded machine under -race, and still
+	// well under what waiting for the lease to expire costs (LEASE_TTL and more: 3.24 s before).
+	if bound := ttl/2 + 2*interval; gap > bound {
+		t.Fatalf("ticks stopped for %v: the leader did not step aside at once (want ≤ LEASE_TTL/2 + 2 intervals, %v)", gap, bound)
 	}
 }
 
