@@ -2,6 +2,7 @@ package deploytest
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"sync"
@@ -183,8 +184,18 @@ func TestHAProxyBlackHoledServer(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	hl.stop(t)
 	var slow []time.Duration
+	stuck := 0
 	for i := range 6 {
 		got, took, err := dialThrough(t, bind)
+		if err != nil && stuck == 0 && errors.Is(err, context.DeadlineExceeded) {
+			// The black hole is a full accept queue, which a connection whose handshake was
+			// already under way when it filled can slip into: HAProxy then sees a server that
+			// accepted and never answers (seen once in a CI run). A real dropped SYN does not do
+			// that; allow it once, never twice.
+			stuck++
+			t.Logf("upgrade %d: %v (a connection the emulated black hole let in; allowed once)", i, err)
+			continue
+		}
 		if err != nil || got != "a:hi" {
 			t.Fatalf("upgrade %d: %q, %v; want a:hi", i, got, err)
 		}
