@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -89,11 +88,6 @@ func checkVar(t *testing.T, where, prog, name string) {
 	default:
 		t.Errorf("%s: %s sets %s, which pkg/config's %s settings do not read (a misspelt variable is ignored silently)", where, prog, name, prog)
 	}
-}
-
-// inContract reports whether docs/PROTOCOL.md's configuration table names the variable.
-func inContract(t *testing.T, name string) bool {
-	return regexp.MustCompile("(?m)^\\|[^|]*`" + name + "`").Match(readRepoFile(t, "docs/PROTOCOL.md"))
 }
 
 // metricNames gathers every metric name the programs export from their registry

@@ -16,26 +16,21 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"github.com/rs/zerolog"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
-// startProxies runs an in-process Toxiproxy server with n proxies to upstream, each listening on
-// a free loopback port, so each gateway's Redis link can be faulted alone. They stop with the test.
+// startProxies starts n in-process Toxiproxy proxies to upstream (testkit.StartToxiproxy), each
+// on a free loopback port, so each gateway's Redis link can be faulted alone. They stop with the
+// test.
 func startProxies(t *testing.T, upstream string, n int) []*toxiproxy.Proxy {
 	t.Helper()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
 	ps := make([]*toxiproxy.Proxy, n)
 	for i := range ps {
-		ps[i] = toxiproxy.NewProxy(srv, fmt.Sprintf("redis%d", i), "127.0.0.1:0", upstream)
-		if err := srv.Collection.Add(ps[i], true); err != nil {
-			t.Fatalf("toxiproxy: start proxy %d: %v", i, err)
-		}
+		ps[i] = testkit.StartToxiproxy(t, upstream).Proxy()
 	}
-	t.Cleanup(func() { _ = srv.Collection.Clear() })
 	return ps
 }
 

@@ -197,9 +197,6 @@ func (s *stats) diff(a, b snapshot) usage {
 	return u
 }
 
-// topCommands lists the commands of u by Redis time spent, largest first.
-func (u usage) topCommands(n int) []string { return topCommands(u.ByCommand, n) }
-
 // topCommands lists the commands of a commandstats map by Redis time spent, largest first.
 func topCommands(by map[string]cmdStat, n int) []string {
 	names := slices.Collect(maps.Keys(by))

@@ -33,6 +33,10 @@ func StartToxiproxy(tb testing.TB, upstream string) *Toxiproxy {
 	return &Toxiproxy{p: p}
 }
 
+// Proxy is the proxy itself, for faults these helpers do not cover (Stop and Start, toxics
+// added from a goroutine, where a failed add must be reported with Errorf).
+func (t *Toxiproxy) Proxy() *toxiproxy.Proxy { return t.p }
+
 // Addr is the proxy's host:port.
 func (t *Toxiproxy) Addr() string { return t.p.Listen }
 
