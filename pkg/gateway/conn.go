@@ -34,8 +34,13 @@ const (
 // # Concurrency contract
 //
 // Goroutines that touch a conn:
-//   - the reader (Server.serve): the only one that reads. Through the library it also writes
-//     pongs and the close replies; and it writes the welcome before the conn is in the hub.
+//   - the reader (Server.read): the only one that reads. Through the library it also writes
+//     pongs and the close replies; serve writes the welcome before the conn is in the hub and
+//     then becomes the first reader. A reader that finds nothing more to read parks the
+//     socket with the Server's readPoller and returns; the poller (on readiness) or
+//     socketClosed (when the socket is closed under a parked reader) starts the next one.
+//     Exactly one goroutine is the reader at a time: the one that moved readState from
+//     parked to active, or serve's at the start. An idle connection has no goroutine.
 //   - hub goroutines call Send, under their shard's lock; the Fibonacci pool and the reader
 //     call send. Both only append to queue and, if the conn is not scheduled yet, put it on the
 //     writers' ready list. They never write to the socket and never wait for it.
@@ -54,10 +59,14 @@ const (
 // State, and who may change it:
 //   - queue, scheduled, closing: under mu. scheduled: the conn is on the ready list or a
 //     writer is draining it (at most one writer at a time). closing: no more sends; set once.
-//   - reason: the first close reason wins (CompareAndSwap); ended: the reader has returned.
-//   - limiter, limitedSince: the reader's own.
+//   - reason: the first close reason wins (CompareAndSwap); ended: the last reader has
+//     finished.
+//   - limiter, limitedSince, canPark, token, registered: the reader's own, handed over with
+//     readState (the next reader's CompareAndSwap sees everything the last one wrote before
+//     its Store).
 //
-// Ways a connection ends (each records its reason first; the reader then cleans up):
+// Ways a connection ends (each records its reason first; the reader then cleans up, in
+// Server.finish; if the socket was parked, socketClosed starts a reader to do it):
 //   - the peer closes or the socket fails: the reader's Read returns an error (closeReason).
 //   - kick (slow consumer, rate limit, ping timeout, drain at handshake): close handshake in a
 //     goroutine of its own.
@@ -79,7 +88,19 @@ type conn struct {
 	start time.Time
 
 	remoteAddr string
-	ticket     *admission.Ticket // released when serve returns
+	ticket     *admission.Ticket // released by finish
+
+	// The reader's side. wc is the socket under the library. readState says who reads: a
+	// reader goroutine (readerActive, the start) or nobody, the socket waiting in the poller
+	// (readerParked); whoever moves it from parked to active is the next reader.
+	wc            *wsConn
+	readState     atomic.Int32
+	joined        bool   // in presence (set by serve before the first read)
+	removeFromHub func() // set by serve before the first read
+	// The reader's own, handed from one reader to the next through readState.
+	canPark    bool   // the poller may take the socket (Linux, a real socket, no epoll failure yet)
+	token      uint64 // the socket's key in the poller; 0: not registered yet
+	registered bool   // the socket is in the epoll set
 
 	mu        sync.Mutex
 	queue     [][]byte  // frames not yet handed to the library
@@ -185,13 +206,51 @@ func (c *conn) writeFailed(err error) {
 }
 
 // outboxFailed is the outbox's onFail: a peer that stopped taking bytes is a slow consumer.
-// Runs under the outbox's lock: no lock of the conn's here.
+// Runs under the outbox's lock, after it closed the socket: no lock of the conn's here.
 func (c *conn) outboxFailed(err error) {
 	var ne net.Error
 	if (errors.Is(err, errOutboxFull) || errors.As(err, &ne) && ne.Timeout()) && c.setReason(reasonSlowConsumer) {
 		c.s.m.SlowConsumers.Inc()
 	}
+	c.socketClosed()
 }
+
+// Reader states (conn.readState).
+const (
+	readerActive int32 = iota // a goroutine is the reader
+	readerParked              // none: the socket waits in the poller
+)
+
+// park hands the socket to the poller. It reports whether the caller has stopped being the
+// reader and must return; false: it stays the reader and reads the blocking way from now on
+// (the socket is closing, or epoll refused it).
+func (c *conn) park() bool {
+	p := c.s.poller
+	// Everything the next reader reads is written before the Store that hands it over.
+	add := !c.registered
+	c.registered = true
+	p.register(c)
+	c.readState.Store(readerParked)
+	if p.arm(c, add) {
+		return true
+	}
+	if !c.readState.CompareAndSwap(readerParked, readerActive) {
+		return true // socketClosed took over
+	}
+	c.canPark = false
+	return false
+}
+
+// wake starts a reader if the socket is parked: the poller calls it when the socket is
+// readable, socketClosed when it was closed (a closed socket leaves the epoll set silently).
+func (c *conn) wake() {
+	if c.readState.CompareAndSwap(readerParked, readerActive) {
+		go c.s.read(c)
+	}
+}
+
+// socketClosed is called after the socket is closed, by whoever closed it.
+func (c *conn) socketClosed() { c.wake() }
 
 // closeWith ends the connection from the reader: it records why, stops sending and runs the
 // close handshake on the reader's goroutine (the library waits up to 5 s for the peer's

@@ -27,7 +27,14 @@ type frameGuard struct {
 	skip int64    // payload bytes of the current frame still to pass
 	hdr  [14]byte // the header being assembled: 2 bytes, 0/2/8 of length, 0/4 of mask key
 	hn   int      // bytes of hdr so far
+	frag bool     // inside a fragmented data message (its last fragment not seen yet)
 	err  error    // sticky
+}
+
+// between reports whether everything read so far ends exactly at a frame boundary, outside a
+// fragmented message: the next byte starts a new frame, and a new data message may begin.
+func (g *frameGuard) between() bool {
+	return g.err == nil && g.skip == 0 && g.hn == 0 && !g.frag
 }
 
 func (g *frameGuard) Read(p []byte) (int, error) {
@@ -68,8 +75,11 @@ func (g *frameGuard) scan(b []byte) (ok int, bad bool) {
 		}
 		g.hn = 0
 		n := declaredLen(g.hdr[:need])
-		if g.hdr[0]&0x08 == 0 && (n < 0 || n > g.limit) { // opcodes 0–7: data frames
-			return ok, true
+		if g.hdr[0]&0x08 == 0 { // opcodes 0–7: data frames
+			if n < 0 || n > g.limit {
+				return ok, true
+			}
+			g.frag = g.hdr[0]&0x80 == 0 // FIN clear: more fragments follow
 		}
 		g.skip = n
 	}

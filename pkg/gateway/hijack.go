@@ -4,9 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -30,7 +31,8 @@ type hijackWriter struct {
 	writeTimeout time.Duration // the outbox's flush deadline
 	outboxLimit  int           // bytes the outbox may keep
 
-	out *outbox // set by Hijack
+	out  *outbox // set by Hijack
+	conn *wsConn // set by Hijack
 }
 
 // Unwrap lets http.ResponseController and coder/websocket reach the original writer's other
@@ -40,15 +42,100 @@ func (h *hijackWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 // wsConn is the net.Conn the library gets: reads wait while the peer leaves too much unread
 // (outbox.waitWritable) and come through the frame guard; Close and the rest go to the
 // socket. The library writes only through the bufio.Writer Hijack returns.
+//
+// Reads also let the connection's reader give up its goroutine (see readPoller). The library
+// has no "nothing to read" answer: its Read waits, handling pings and pongs, until a data
+// message arrives. So while the reader has armed yield, a read at a frame boundary (outside a
+// fragmented message) that would wait hands the library a made-up frame instead: an empty,
+// masked, final binary frame, which ends its Read at once; the reader sees yield fired and
+// parks the socket. The frame goes nowhere else, and the stream the library parses stays
+// valid: it sits between two whole frames.
+//
+// Read is called by whoever holds the library's read lock, one at a time.
 type wsConn struct {
 	net.Conn
-	r   io.Reader
-	out *outbox
+	src   source
+	guard frameGuard
+	out   *outbox
+	yield atomic.Int32 // yieldOff, yieldArmed (by the reader), yieldFired (by Read)
+
+	onClose func() // after the socket is closed; set before the reader starts
 }
+
+const (
+	yieldOff = iota
+	yieldArmed
+	yieldFired
+)
+
+// yieldFrame is the made-up frame: FIN, binary, masked (as every client frame), no payload.
+var yieldFrame = [6]byte{0x82, 0x80}
 
 func (c *wsConn) Read(p []byte) (int, error) {
 	c.out.waitWritable()
-	return c.r.Read(p)
+	if c.yield.Load() == yieldArmed && c.guard.between() && len(p) >= len(yieldFrame) {
+		c.src.nonblock = true
+		n, err := c.guard.Read(p)
+		c.src.nonblock = false
+		if err != errWouldBlock {
+			return n, err
+		}
+		if c.yield.CompareAndSwap(yieldArmed, yieldFired) {
+			return copy(p, yieldFrame[:]), nil
+		}
+	}
+	return c.guard.Read(p)
+}
+
+// Close closes the socket and tells the connection, whose reader may be parked.
+func (c *wsConn) Close() error {
+	err := c.Conn.Close()
+	if c.onClose != nil {
+		c.onClose()
+	}
+	return err
+}
+
+// errWouldBlock is a non-blocking read's "nothing to read now".
+var errWouldBlock = errors.New("gateway: read would block")
+
+// source is what the frame guard reads: first the bytes the client sent right behind its
+// handshake, then the socket; without waiting while nonblock is set.
+type source struct {
+	pre      []byte
+	nc       net.Conn
+	rc       syscall.RawConn // nil: every read waits (nonblock is never set then)
+	nonblock bool
+
+	// The non-blocking read's arguments and results: one closure per connection.
+	buf  []byte
+	n    int
+	err  error
+	read func(fd uintptr) bool
+}
+
+func (s *source) Read(p []byte) (int, error) {
+	if len(s.pre) > 0 {
+		n := copy(p, s.pre)
+		s.pre = s.pre[n:]
+		return n, nil
+	}
+	if !s.nonblock || s.rc == nil {
+		return s.nc.Read(p)
+	}
+	if s.read == nil {
+		s.read = func(fd uintptr) bool {
+			s.n, s.err = readNonblock(fd, s.buf)
+			return true // one attempt
+		}
+	}
+	s.buf = p
+	err := s.rc.Read(s.read)
+	s.buf = nil
+	if err != nil {
+		return 0, err
+	}
+	return s.n, s.err
 }
 
 // Hijack hijacks the underlying connection and returns it wrapped as described above.
@@ -65,12 +152,13 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// stay first in line. (The library re-reads what is buffered in the reader returned
 	// here, which is nothing, and resets that reader onto the returned conn; so they must be
 	// behind the conn, not in a reader the library replaces.)
-	var r io.Reader = nc
+	h.out = newOutbox(nc, h.writeTimeout, h.outboxLimit)
+	wc := &wsConn{Conn: nc, src: source{nc: nc, rc: h.out.rc}, out: h.out}
 	if n := brw.Reader.Buffered(); n > 0 {
 		b, _ := brw.Reader.Peek(n)
-		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), nc)
+		wc.src.pre = bytes.Clone(b)
 	}
-	h.out = newOutbox(nc, h.writeTimeout, h.outboxLimit)
-	wc := &wsConn{Conn: nc, r: &frameGuard{r: r, limit: h.readLimit}, out: h.out}
+	wc.guard = frameGuard{r: &wc.src, limit: h.readLimit}
+	h.conn = wc
 	return wc, bufio.NewReadWriter(bufio.NewReaderSize(wc, connReadBuf), bufio.NewWriterSize(h.out, connWriteBuf)), nil
 }

@@ -5,3 +5,6 @@ package gateway
 // writeNonblock takes nothing where there is no non-blocking write: every byte goes through
 // the outbox's flusher.
 func writeNonblock(uintptr, []byte) (int, error) { return 0, nil }
+
+// readNonblock is never called where there is no readPoller.
+func readNonblock(uintptr, []byte) (int, error) { return 0, errWouldBlock }

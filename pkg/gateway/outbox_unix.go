@@ -2,7 +2,10 @@
 
 package gateway
 
-import "syscall"
+import (
+	"io"
+	"syscall"
+)
 
 // writeNonblock makes one write(2) on the socket, which the Go runtime keeps in non-blocking
 // mode: a full send buffer reads as 0 bytes taken, not as an error.
@@ -19,5 +22,23 @@ func writeNonblock(fd uintptr, p []byte) (int, error) {
 		default:
 			return 0, err
 		}
+	}
+}
+
+// readNonblock makes one read(2) on the socket: errWouldBlock when it has nothing to read.
+func readNonblock(fd uintptr, p []byte) (int, error) {
+	for {
+		n, err := syscall.Read(int(fd), p)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return 0, errWouldBlock
+		case err != nil:
+			return 0, err
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
 	}
 }

@@ -118,7 +118,8 @@ type Server struct {
 	hub     *hub.Hub
 	pool    *pool
 	adm     *admission.Controller
-	writers *writers // write queued frames to sockets, off the hub's goroutines
+	writers *writers    // write queued frames to sockets, off the hub's goroutines
+	poller  *readPoller // idle sockets wait here, without a goroutine; nil: not on this system
 
 	// framesOut holds ws_frames_out_total's counter per frame type, resolved once: the tick
 	// path counts one frame per socket per tick.
@@ -157,6 +158,11 @@ func NewServer(log *slog.Logger, m *metrics.Metrics, b broker.Broker, store pres
 	s.ready.add(presenceCheck(store)...)
 	s.pool = newPool(ctx, opts.FibWorkers, opts.FibQueue, fib.NewCache(opts.FibCacheBytes), m)
 	s.writers = newWriters(runtime.GOMAXPROCS(0))
+	if p, err := newReadPoller(); err == nil {
+		s.poller = p
+	} else {
+		s.log.Info("every connection keeps a reader goroutine", "why", err)
+	}
 	return s
 }
 
@@ -262,6 +268,9 @@ func (s *Server) Drain(ctx context.Context) {
 	s.cancel()
 	s.pool.wait()
 	s.writers.close()
+	if s.poller != nil {
+		s.poller.close()
+	}
 }
 
 // closeBounded runs the close handshake but gives up at ctx's deadline.

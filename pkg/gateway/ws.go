@@ -88,14 +88,16 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		ticket:     ticket,
 		exp:        claims.Expiry,
 	}
+	c.wc = hw.conn
 	c.out.onFail = c.outboxFailed // before anything is written
+	hw.conn.onClose = c.socketClosed
+	c.canPark = s.poller != nil && c.out.rc != nil
 	upgraded = true
 	go s.serve(c)
 }
 
-// serve registers c everywhere, reads until the connection ends, then unregisters it.
+// serve registers c everywhere, then becomes its first reader.
 func (s *Server) serve(c *conn) {
-	defer c.ticket.Release() // the socket is closed by every path below
 	// Presence first: a client holding its welcome is already listed in /users. Then the
 	// welcome, written directly (nothing else writes to c until it is in the hub), and only
 	// then the hub, so the welcome is always the first frame.
@@ -109,13 +111,15 @@ func (s *Server) serve(c *conn) {
 			s.store.Leave(c.id, protocol.ReasonClosed)
 		}
 		s.untrack(c)
+		c.ticket.Release()
 		s.log.Debug("welcome not delivered", "conn", c.id, "err", err)
 		return
 	}
 	s.framesOut[protocol.TypeWelcome].Inc()
-	removeFromHub := func() {}
+	c.joined = joined
+	c.removeFromHub = func() {}
 	if joined {
-		removeFromHub = s.hub.Add(c)
+		c.removeFromHub = s.hub.Add(c)
 	} else { // a drain started during the handshake: never announce it
 		c.kick(reasonDrained, websocket.StatusGoingAway, protocol.RetryReason(s.retryDelay()))
 	}
@@ -124,20 +128,37 @@ func (s *Server) serve(c *conn) {
 	c.schedulePing()
 	c.armExpiry()
 	s.log.Info("connect", "conn", c.id, "user", c.user, "remote", c.remoteAddr)
+	s.read(c)
+}
 
+// read is the connection's reader, on the goroutine serve, the poller or socketClosed started
+// it on: it reads until the socket has nothing more to give and parks it with the poller
+// (returning: the next reader starts on the next event), or until the connection ends.
+func (s *Server) read(c *conn) {
 	err := s.readLoop(c)
+	if errors.Is(err, errParked) {
+		return
+	}
+	s.finish(c, err)
+}
 
+// finish cleans up after the connection's last read, on its reader.
+func (s *Server) finish(c *conn, err error) {
+	defer c.ticket.Release() // the socket is closed below
 	c.ping.Stop()
 	c.stopExpiry()
-	removeFromHub()
+	c.removeFromHub()
 	c.ended.Store(true)
 	c.stopSending()
+	if c.canPark {
+		s.poller.forget(c)
+	}
 	why := s.closeReason(c, err)
 	leave := protocol.ReasonClosed
 	if why == reasonDrained {
 		leave = protocol.ReasonDrained
 	}
-	if joined {
+	if c.joined {
 		s.store.Leave(c.id, leave)
 	}
 	_ = c.ws.CloseNow()
@@ -173,14 +194,28 @@ func (s *Server) closeReason(c *conn, err error) string {
 // errInvalidUTF8 ends the read loop of a connection that sent a text frame that is not UTF-8.
 var errInvalidUTF8 = errors.New("gateway: text frame is not valid UTF-8")
 
+// errParked: the reader parked the socket with the poller and must return.
+var errParked = errors.New("gateway: socket parked")
+
 // readLoop is the one reader: every frame is parsed and answered or handed to the pool. A
 // frame header declaring more than READ_LIMIT (seen by the frameGuard under the library)
-// closes with 1009 at once; a text frame that is not UTF-8 with 1007 (RFC 6455 §8.1).
+// closes with 1009 at once; a text frame that is not UTF-8 with 1007 (RFC 6455 §8.1). When
+// the socket has nothing more to read (the yield frame, see wsConn), it parks the socket and
+// returns errParked.
 func (s *Server) readLoop(c *conn) error {
 	for {
+		if c.canPark {
+			c.wc.yield.Store(yieldArmed)
+		}
 		// No context: the read ends when the socket closes (kick, drain, peer), and a
 		// cancellable context would cost every idle connection a registration.
 		typ, data, err := c.ws.Read(context.Background())
+		if c.canPark && c.wc.yield.Swap(yieldOff) == yieldFired && err == nil && typ == websocket.MessageBinary && len(data) == 0 {
+			if c.park() {
+				return errParked
+			}
+			continue
+		}
 		if errors.Is(err, errFrameTooBig) {
 			c.closeWith(reasonTooBig, websocket.StatusMessageTooBig, "frame over the read limit")
 			return err
