@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -194,4 +195,16 @@ func (g *testGateway) dialSmallBuffer(t testing.TB, user string) *websocket.Conn
 	t.Cleanup(func() { c.CloseNow() })
 	readFrame(t, c) // welcome
 	return c
+}
+
+// readyz GETs g's /readyz: its status and body.
+func readyz(t *testing.T, g *testGateway) (int, string) {
+	t.Helper()
+	resp, err := http.Get(g.http.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
