@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/wsgw/wsgw/internal/testkit"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
