@@ -107,7 +107,13 @@ func serve(t testing.TB, srv *Server) *httptest.Server {
 // dial connects as user (empty: no user parameter) and returns the connection and its welcome.
 func (g *testGateway) dial(t testing.TB, user string) (*websocket.Conn, protocol.Frame) {
 	t.Helper()
-	u := g.url
+	return dialWelcome(t, g.url, user)
+}
+
+// dialWelcome connects to the WebSocket URL u as user ("": a guest) and reads the welcome; the
+// connection is closed when the test ends.
+func dialWelcome(t testing.TB, u, user string) (*websocket.Conn, protocol.Frame) {
+	t.Helper()
 	if user != "" {
 		u += "?user=" + user
 	}
