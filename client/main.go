@@ -9,29 +9,21 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/wsgw/wsgw/internal/cli"
 	"github.com/wsgw/wsgw/pkg/termclient"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	var err error
-	if len(os.Args) > 1 && os.Args[1] == "users" {
-		err = termclient.Users(ctx, os.Args[2:], os.Stdout, os.Stderr)
-	} else {
+	cli.Main("", func(ctx context.Context) error {
+		if len(os.Args) > 1 && os.Args[1] == "users" {
+			return termclient.Users(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		}
 		args := os.Args[1:]
 		if tok := os.Getenv("WSGW_TOKEN"); tok != "" {
 			args = append([]string{"-token", tok}, args...) // a -token given on the command line wins
 		}
-		err = termclient.Run(ctx, args, os.Stdin, os.Stdout, os.Stderr)
-	}
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+		return termclient.Run(ctx, args, os.Stdin, os.Stdout, os.Stderr)
+	})
 }

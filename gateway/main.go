@@ -3,19 +3,14 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
+	"github.com/wsgw/wsgw/internal/cli"
 	"github.com/wsgw/wsgw/pkg/gateway"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := gateway.Run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(1)
-	}
+	cli.Main("gateway", func(ctx context.Context) error {
+		return gateway.Run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	})
 }

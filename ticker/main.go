@@ -12,10 +12,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
+	"github.com/wsgw/wsgw/internal/cli"
 	"github.com/wsgw/wsgw/pkg/broker"
 	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/lease"
@@ -25,12 +24,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "ticker:", err)
-		os.Exit(1)
-	}
+	cli.Main("ticker", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr) })
 }
 
 func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {

@@ -97,7 +97,18 @@ for name, gp, fp, target in rows:
 PY
 }
 
+# load_and_stop PID PORT OUTFILE LOADTEST-ARGS...: one loadtest run against the server PID
+# listening on PORT, its output kept in OUTFILE, then the server stopped. A fresh block of
+# source addresses per run keeps clear of the last run's TIME_WAIT sockets.
 src=2
+load_and_stop() {
+  local pid=$1 port=$2 outfile=$3
+  shift 3
+  "$out/loadtest" -url "ws://127.0.0.1:$port/ws" -pid "$pid" -src-base "127.0.$src.2" -json "$@" | tee "$outfile"
+  src=$((src + 1))
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
+
 for run in "${runs[@]}"; do
   if [ "$run" = scale50k ]; then
     echo "== scale50k (${MODE:-cluster}) loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -137,10 +148,7 @@ for run in "${runs[@]}"; do
   port=$(free_port)
   start_gateway "$run" "$port"
   echo "== $run (${MODE:-cluster}) loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
-  # A fresh block of source addresses per run keeps clear of the last run's TIME_WAIT sockets.
-  "$out/loadtest" -url "ws://127.0.0.1:$port/ws" -pid "$gw" -src-base "127.0.$src.2" -json "${args[@]}" | tee "$out/$run.out"
-  src=$((src + 1))
-  kill "$gw"; wait "$gw" 2>/dev/null || true
+  load_and_stop "$gw" "$port" "$out/$run.out" "${args[@]}"
   case $run in idle10k|idle19k|storm10k|ticks10k) ;; *) continue ;; esac
   [ "${FLOOR:-1}" != 0 ] || continue
   fargs=()
@@ -148,9 +156,7 @@ for run in "${runs[@]}"; do
   port=$(free_port)
   start_floor "$run" "$port"
   echo "== $run against the floor (${MODE:-cluster}) loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
-  "$out/loadtest" -url "ws://127.0.0.1:$port/ws" -pid "$fl" -src-base "127.0.$src.2" -json "${fargs[@]}" | tee "$out/$run.floor.out"
-  src=$((src + 1))
-  kill "$fl"; wait "$fl" 2>/dev/null || true
+  load_and_stop "$fl" "$port" "$out/$run.floor.out" "${fargs[@]}"
   echo "-- $run: gateway vs floor, same load settings, back to back"
   compare "$out/$run.out" "$out/$run.floor.out"
 done

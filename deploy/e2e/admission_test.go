@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/wsgw/wsgw/deploy/localcluster"
+	"github.com/wsgw/wsgw/internal/testkit"
 )
 
 // TestSocketFloodUnderFDLimit floods a real standalone gateway, started under `ulimit -n 300`,
@@ -42,10 +42,7 @@ func TestSocketFloodUnderFDLimit(t *testing.T) {
 		raw     = 200
 	)
 	bin := binDir(t)
-	port, err := localcluster.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := testkit.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	logPath := filepath.Join(t.TempDir(), "gateway.log")
 	logf, err := os.Create(logPath)

@@ -42,12 +42,11 @@ type fibSock struct {
 	drained sync.Once
 }
 
-// fibLoop waits for the window to open, then keeps Pipeline requests outstanding: each
-// answer sends the next request from this same goroutine, so a socket costs one goroutine.
-func (r *run) fibLoop(ctx context.Context, s *sock) {
-	f := s.fib
-	f.enc = json.NewEncoder(&f.encBuf)
-	defer f.drained.Do(r.fibDrained.Done)
+// fibOpen waits for the window to open, then sends Pipeline requests. From then on the
+// socket's reader keeps them outstanding: each answer sends the next request (onFibFrame), so
+// a socket costs one goroutine.
+func (r *run) fibOpen(ctx context.Context, s *sock) {
+	s.fib.enc = json.NewEncoder(&s.fib.encBuf)
 	select {
 	case <-r.fibStart:
 		for range r.cfg.Pipeline {
@@ -55,44 +54,42 @@ func (r *run) fibLoop(ctx context.Context, s *sock) {
 		}
 	case <-ctx.Done():
 	}
-	for {
-		typ, frame, err := s.next(ioCtx)
-		if err != nil {
-			r.ended(err)
-			return
+}
+
+// onFibFrame accounts a frame read at now by a fib-mode socket (ticks are ignored) and sends
+// the next request.
+func (r *run) onFibFrame(s *sock, typ websocket.MessageType, frame []byte, now time.Time) {
+	f := s.fib
+	if typ == websocket.MessageText && isTime(frame) {
+		return
+	}
+	fr, err := protocol.Decode(frame)
+	if err != nil {
+		r.countBad(err.Error())
+		return
+	}
+	switch fr.Type {
+	case protocol.TypeFib:
+		r.fibAnswer(s, fr, now)
+		if !r.fibStop.Load() {
+			r.fibSend(s)
 		}
-		now := time.Now()
-		if typ == websocket.MessageText && isTime(frame) {
-			continue
+	case protocol.TypeError:
+		if _, ok := f.take(fr.ID); !ok && fr.ID != "" {
+			r.fibUnmatched.Add(1)
 		}
-		fr, err := protocol.Decode(frame)
-		if err != nil {
-			r.countBad(err.Error())
-			continue
+		r.countFibError(fr.Code)
+		if fr.Code == protocol.CodeRateLimited || fr.Code == protocol.CodeBusy {
+			time.Sleep(r.cfg.RetryAfter) // the gateway asked us to slow down
 		}
-		switch fr.Type {
-		case protocol.TypeFib:
-			r.fibAnswer(s, fr, now)
-			if !r.fibStop.Load() {
-				r.fibSend(s)
-			}
-		case protocol.TypeError:
-			if _, ok := f.take(fr.ID); !ok && fr.ID != "" {
-				r.fibUnmatched.Add(1)
-			}
-			r.countFibError(fr.Code)
-			if fr.Code == protocol.CodeRateLimited || fr.Code == protocol.CodeBusy {
-				time.Sleep(r.cfg.RetryAfter) // the gateway asked us to slow down
-			}
-			if !r.fibStop.Load() {
-				r.fibSend(s)
-			}
-		default:
-			r.countBad("unexpected frame type " + fr.Type)
+		if !r.fibStop.Load() {
+			r.fibSend(s)
 		}
-		if r.fibStop.Load() && len(f.out) == 0 {
-			f.drained.Do(r.fibDrained.Done)
-		}
+	default:
+		r.countBad("unexpected frame type " + fr.Type)
+	}
+	if r.fibStop.Load() && len(f.out) == 0 {
+		f.drained.Do(r.fibDrained.Done)
 	}
 }
 

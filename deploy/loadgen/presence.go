@@ -3,10 +3,11 @@ package loadgen
 import (
 	"context"
 	"fmt"
-	"github.com/wsgw/wsgw/pkg/rediskey"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgw/wsgw/pkg/rediskey"
 )
 
 // presenceKey is the presence hash of PROTOCOL.md under prefix.

@@ -130,11 +130,14 @@ func tickTimeFast(frame []byte) (t time.Time, ok bool) {
 	return time.Date(y, time.Month(mo), d, h, mi, s, ms*int(time.Millisecond), time.UTC), true
 }
 
-// readLoop is the socket's one reader: it accounts every frame until the connection ends.
+// readLoop is the socket's one reader: it accounts every frame until the connection ends, as a
+// tick or, in fib mode, as an answer (onFibFrame, which also sends the next request).
 func (r *run) readLoop(ctx context.Context, s *sock) {
+	onFrame := r.onTickFrame
 	if s.fib != nil {
-		r.fibLoop(ctx, s)
-		return
+		defer s.fib.drained.Do(r.fibDrained.Done)
+		r.fibOpen(ctx, s)
+		onFrame = r.onFibFrame
 	}
 	for {
 		typ, frame, err := s.next(ioCtx)
@@ -142,14 +145,18 @@ func (r *run) readLoop(ctx context.Context, s *sock) {
 			r.ended(err)
 			return
 		}
-		now := time.Now()
-		if typ != websocket.MessageText || !isTime(frame) {
-			r.countBad(fmt.Sprintf("unexpected frame %.40q", frame))
-			continue
-		}
-		if err := s.onTick(frame, now, r); err != nil {
-			r.countBad(err.Error())
-		}
+		onFrame(s, typ, frame, time.Now())
+	}
+}
+
+// onTickFrame accounts a frame read at now by a socket that expects only ticks.
+func (r *run) onTickFrame(s *sock, typ websocket.MessageType, frame []byte, now time.Time) {
+	if typ != websocket.MessageText || !isTime(frame) {
+		r.countBad(fmt.Sprintf("unexpected frame %.40q", frame))
+		return
+	}
+	if err := s.onTick(frame, now, r); err != nil {
+		r.countBad(err.Error())
 	}
 }
 

@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgw/wsgw/internal/redisserver"
 )
 
 // Defaults of Options.
@@ -236,19 +238,9 @@ func poll(ctx context.Context, timeout time.Duration, p *Proc, f func() error) e
 	}
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("localcluster: find free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // freeAddr is "127.0.0.1:P" for a port P that was free a moment ago, and P.
 func freeAddr() (string, int, error) {
-	port, err := FreePort()
+	port, err := redisserver.FreePort()
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), port, err
 }
 

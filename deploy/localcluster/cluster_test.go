@@ -126,10 +126,7 @@ func TestStartNoLBWithGivenRedisFailsCleanly(t *testing.T) {
 	defer cancel()
 	// A Redis nobody listens on: the tickers and gateways start but never become ready... the
 	// gateway's /readyz stays 503, so Start must fail and stop what it started.
-	port, err := localcluster.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := testkit.FreePort(t)
 	bin := sharedBin(t)
 	short, cancel2 := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel2()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wsgw/wsgw/deploy/lbconfig"
+	"github.com/wsgw/wsgw/internal/redisserver"
 )
 
 func (c *Cluster) startLB(ctx context.Context) error {
@@ -35,7 +36,7 @@ func (c *Cluster) startLB(ctx context.Context) error {
 	for range startAttempts {
 		port := c.opts.LBPort
 		if port == 0 {
-			if port, err = FreePort(); err != nil {
+			if port, err = redisserver.FreePort(); err != nil {
 				return err
 			}
 		}

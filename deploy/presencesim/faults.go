@@ -168,7 +168,7 @@ func (s *sim) restartRedis(ctx context.Context) (*RestartReport, error) {
 	}
 	want := len(s.expected())
 	t0 := time.Now()
-	if err := s.servers[0].restart(ctx); err != nil {
+	if err := s.servers[0].Restart(ctx); err != nil {
 		return nil, fmt.Errorf("presencesim: %w", err)
 	}
 	up := time.Now()

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgw/wsgw/internal/rediscount"
 )
 
 // nodeStats is one INFO snapshot of one Redis node.
@@ -43,7 +45,9 @@ type stats struct {
 	slow    slowTracker
 	saved   []map[string]string // CONFIG values to restore, per node
 	pollMu  sync.Mutex          // one SLOWLOG GET+RESET at a time, or entries are lost
-	own     countHook           // on these clients and the simulator's observer
+	// own counts the simulator's own reads (INFO, SLOWLOG, HLEN, the sweep watch) on these
+	// clients and the observer, which the usage figures leave out of the command counts.
+	own rediscount.Hook
 }
 
 // newStats connects to each node and lowers its slowlog threshold to thresholdUS (keeping up to
@@ -98,7 +102,7 @@ func (s *stats) close(ctx context.Context) {
 
 // snap reads every node's INFO.
 func (s *stats) snap(ctx context.Context) (snapshot, error) {
-	out := snapshot{at: time.Now(), nodes: make([]nodeStats, len(s.clients)), own: s.own.n.Load()}
+	out := snapshot{at: time.Now(), nodes: make([]nodeStats, len(s.clients)), own: s.own.Commands()}
 	for i, c := range s.clients {
 		txt, err := c.Info(ctx, "cpu", "stats", "memory", "commandstats").Result()
 		if err != nil {

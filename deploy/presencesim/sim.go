@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/internal/redisserver"
 	"github.com/wsgw/wsgw/pkg/config"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
@@ -58,7 +59,7 @@ type simGateway struct {
 type sim struct {
 	cfg      Config
 	prefix   string
-	servers  []*server
+	servers  []*redisserver.Server
 	observer redis.UniversalClient // the simulator's own reads, not timed
 	stats    *stats
 	hook     *timingHook
@@ -133,18 +134,18 @@ func (s *sim) connect(ctx context.Context) error {
 		s.servers = srv
 		rc = config.Redis{}
 		for _, sv := range srv {
-			rc.Addrs = append(rc.Addrs, sv.addr())
+			rc.Addrs = append(rc.Addrs, sv.Addr())
 		}
 		s.cfg.ClusterAddrs = rc.Addrs
 		s.logf("started a %d-master cluster: %v (logs in %s)", len(srv), rc.Addrs, dir)
 	case cfg.Start:
-		sv, err := startServer(ctx, dir, nil)
+		sv, err := startServer(ctx, dir, "redis", nil)
 		if err != nil {
 			return fmt.Errorf("presencesim: %w", err)
 		}
-		s.servers = []*server{sv}
-		rc.URL = "redis://" + sv.addr() + "/0"
-		s.logf("started redis-server on %s pid %d", sv.addr(), sv.pid())
+		s.servers = []*redisserver.Server{sv}
+		rc.URL = "redis://" + sv.Addr() + "/0"
+		s.logf("started redis-server on %s pid %d", sv.Addr(), sv.Pid())
 	}
 	s.prefix = cfg.Prefix
 	if s.prefix == "" {
@@ -250,7 +251,7 @@ func (s *sim) cleanup() {
 		_ = s.observer.Close()
 	}
 	for _, sv := range s.servers {
-		sv.kill()
+		sv.Kill()
 	}
 }
 

@@ -80,25 +80,3 @@ func (h *timingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 		return err
 	}
 }
-
-// countHook counts the commands a client sends: the simulator's own reads (INFO, SLOWLOG,
-// HLEN, the sweep watch), which the usage figures leave out of the command counts.
-type countHook struct{ n atomic.Int64 }
-
-var _ redis.Hook = (*countHook)(nil)
-
-func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(int64(len(cmds)))
-		return next(ctx, cmds)
-	}
-}

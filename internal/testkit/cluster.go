@@ -2,14 +2,12 @@ package testkit
 
 import (
 	"context"
-	"fmt"
-	"os/exec"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgw/wsgw/internal/redisserver"
 )
 
 // Cluster is a Redis Cluster of three masters without replicas.
@@ -25,38 +23,16 @@ type Cluster struct {
 // Keys that must share a slot need a hash-tagged prefix (HashTagPrefix).
 func StartCluster(tb testing.TB) *Cluster {
 	tb.Helper()
-	Need(tb, "redis-server")
-	cli := Need(tb, "redis-cli")
+	Need(tb, "redis-cli")
 	c := &Cluster{tb: tb}
+	var servers []*redisserver.Server
 	for range 3 {
-		// cluster-port is set explicitly: the default (port+10000) may be taken or out of range.
-		busPort := FreePort(tb)
-		c.Nodes = append(c.Nodes, startServer(tb, []string{
-			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", "2000", "--cluster-port", strconv.Itoa(busPort),
-		}))
+		n := startServer(tb, redisserver.ClusterArgs(FreePort(tb), 2*time.Second))
+		c.Nodes = append(c.Nodes, n)
+		servers = append(servers, n.Server)
 	}
-	args := []string{"--cluster", "create"}
-	args = append(args, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
-	out, err := exec.Command(cli, args...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("redistest: redis-cli --cluster create: %v\n%s", err, out)
-	}
-	ctx := context.Background()
-	if err := waitFor(15*time.Second, func() error {
-		for _, n := range c.Nodes {
-			info, err := n.Client().ClusterInfo(ctx).Result()
-			if err != nil {
-				return err
-			}
-			if !strings.Contains(info, "cluster_state:ok") {
-				return fmt.Errorf("node %s: cluster not ok: %w", n.Addr(), errNotYet)
-			}
-		}
-		return nil
-	}); err != nil {
-		tb.Fatalf("redistest: cluster not ready: %v", err)
+	if err := redisserver.CreateCluster(context.Background(), servers); err != nil {
+		tb.Fatalf("testkit: %v", err)
 	}
 	return c
 }

@@ -1,5 +1,6 @@
 // Package testkit is the one test-support package: it starts real redis-server processes
-// (StartRedis, StartSentinel, StartCluster) on free loopback ports with no persistence, gives
+// (StartRedis, StartSentinel, StartCluster; the processes are internal/redisserver's, which
+// deploy/presencesim runs too) on free loopback ports with no persistence, gives
 // each test its own key namespace (Prefix, HashTagPrefix), lets tests that need an external
 // program skip with a clear message when it is absent or fail under INTEGRATION=required (Need,
 // Unavailable), checks for leaked goroutines (MainWithLeakCheck), polls until a condition holds

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/wsgw/wsgw/internal/redisserver"
 )
 
 // Sentinel is one master, one replica and one or more sentinels monitoring them.
@@ -27,7 +29,7 @@ type Sentinel struct {
 	Master, Replica *Redis
 
 	mu    sync.Mutex
-	procs []*proc
+	procs []*redisserver.Proc
 }
 
 // SentinelOptions configure StartSentinel. Zero values mean the defaults.
@@ -54,7 +56,7 @@ func StartSentinel(tb testing.TB, opts ...SentinelOptions) *Sentinel {
 	tb.Cleanup(st.cleanup)
 	// No 5 s wait before the replica's first sync.
 	st.Master = startServer(tb, []string{"--repl-diskless-sync-delay", "0"})
-	st.Replica = startServer(tb, []string{"--replicaof", "127.0.0.1", strconv.Itoa(st.Master.port),
+	st.Replica = startServer(tb, []string{"--replicaof", "127.0.0.1", strconv.Itoa(st.Master.Port()),
 		"--repl-diskless-sync-delay", "0"})
 
 	for i := range o.Sentinels {
@@ -67,14 +69,14 @@ func StartSentinel(tb testing.TB, opts ...SentinelOptions) *Sentinel {
 				"sentinel down-after-milliseconds %s 1000\n"+
 				"sentinel failover-timeout %s 5000\n"+
 				"sentinel parallel-syncs %s 1\n",
-				port, dir, st.MasterName, st.Master.port, quorum, st.MasterName, st.MasterName, st.MasterName)
+				port, dir, st.MasterName, st.Master.Port(), quorum, st.MasterName, st.MasterName, st.MasterName)
 			path := filepath.Join(dir, fmt.Sprintf("sentinel%d.conf", i))
 			if err = os.WriteFile(path, []byte(conf), 0o644); err != nil {
 				tb.Fatalf("redistest: write sentinel config: %v", err)
 			}
 			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-			var p *proc
-			p, err = spawn(bin, filepath.Join(dir, "sentinel.log"), addr, []string{path, "--sentinel"})
+			var p *redisserver.Proc
+			p, err = redisserver.Spawn(context.Background(), bin, filepath.Join(dir, "sentinel.log"), addr, []string{path, "--sentinel"})
 			if err == nil {
 				st.mu.Lock()
 				st.procs = append(st.procs, p)
@@ -223,6 +225,6 @@ func (st *Sentinel) cleanup() {
 	st.procs = nil
 	st.mu.Unlock()
 	for _, p := range procs {
-		p.kill()
+		p.Kill()
 	}
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"github.com/wsgw/wsgw/internal/testkit"
 	"io"
 	"net/http"
 	"net/netip"
@@ -13,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/admission"
 )
 
@@ -48,17 +48,6 @@ func wantRefusal(t *testing.T, resp *http.Response, body, reason string) {
 	if strings.Count(body, "\n") != 1 || !strings.HasSuffix(body, "\n") || !strings.Contains(body, reason) {
 		t.Fatalf("refusal body %q, want one line mentioning %q", body, reason)
 	}
-}
-
-func readyz(t *testing.T, g *testGateway) (int, string) {
-	t.Helper()
-	resp, err := http.Get(g.http.URL + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 // TestMaxConnections: with MAX_CONNECTIONS=5 the 6th upgrade gets 503 + Retry-After before any

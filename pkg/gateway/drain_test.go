@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/wsgw/wsgw/internal/testkit"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
@@ -27,23 +27,11 @@ func TestRunDrainDelay(t *testing.T) {
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, nil, []string{"GATEWAY_ADDR=" + addr, "TICK_INTERVAL=100ms", "DRAIN_DELAY=" + delay.String(), "SHUTDOWN_TIMEOUT=6s"},
-			&bytes.Buffer{}, &bytes.Buffer{})
-	}()
-	testkit.Eventually(t, 5*time.Second, "/healthz", func() bool { return get(addr, "/healthz") == http.StatusOK })
-
+	done := startRun(t, ctx, addr, []string{"GATEWAY_ADDR=" + addr, "TICK_INTERVAL=100ms", "DRAIN_DELAY=" + delay.String(), "SHUTDOWN_TIMEOUT=6s"},
+		&bytes.Buffer{})
+	c, _ := dialWelcome(t, "ws://"+addr+"/ws", "ana")
 	rctx, rcancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer rcancel()
-	c, _, err := websocket.Dial(rctx, "ws://"+addr+"/ws?user=ana", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	if f := readFrame(t, c); f.Type != protocol.TypeWelcome {
-		t.Fatalf("welcome = %+v", f)
-	}
 
 	// The socket's frames, with their arrival times, from a reader of its own.
 	type arrival struct {
@@ -105,14 +93,7 @@ func TestRunDrainDelay(t *testing.T) {
 	if _, ok := protocol.ParseRetry(ce.Reason); !ok {
 		t.Fatalf("1001 reason %q, want {\"retry_ms\":N}", ce.Reason)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run = %v, want nil", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return after the drain")
-	}
+	runReturned(t, done, "the drain")
 }
 
 // TestDrainDelayBoundedByContext: SHUTDOWN_TIMEOUT bounds the whole drain, the delay included;

@@ -69,7 +69,7 @@ func TestFibonacci(t *testing.T) {
 		if f.Type != protocol.TypeFib || f.ID != id || f.N != n {
 			t.Fatalf("F(%d): got %+v", n, f)
 		}
-		if want := iterativeFib(n); f.Result != want {
+		if want := testkit.Fib(n).String(); f.Result != want {
 			t.Fatalf("F(%d) = %.40s…, want %.40s…", n, f.Result, want)
 		}
 	}
@@ -79,16 +79,6 @@ func TestFibonacci(t *testing.T) {
 			t.Fatalf("%q: got %+v", s, f)
 		}
 	}
-}
-
-// iterativeFib is an independent computation: plain additions.
-func iterativeFib(n int) string {
-	a, b := big.NewInt(0), big.NewInt(1)
-	for range n {
-		a.Add(a, b)
-		a, b = b, a
-	}
-	return a.String()
 }
 
 func TestErrorFrames(t *testing.T) {

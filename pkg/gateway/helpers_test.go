@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -106,7 +107,13 @@ func serve(t testing.TB, srv *Server) *httptest.Server {
 // dial connects as user (empty: no user parameter) and returns the connection and its welcome.
 func (g *testGateway) dial(t testing.TB, user string) (*websocket.Conn, protocol.Frame) {
 	t.Helper()
-	u := g.url
+	return dialWelcome(t, g.url, user)
+}
+
+// dialWelcome connects to the WebSocket URL u as user ("": a guest) and reads the welcome; the
+// connection is closed when the test ends.
+func dialWelcome(t testing.TB, u, user string) (*websocket.Conn, protocol.Frame) {
+	t.Helper()
 	if user != "" {
 		u += "?user=" + user
 	}
@@ -194,4 +201,16 @@ func (g *testGateway) dialSmallBuffer(t testing.TB, user string) *websocket.Conn
 	t.Cleanup(func() { c.CloseNow() })
 	readFrame(t, c) // welcome
 	return c
+}
+
+// readyz GETs g's /readyz: its status and body.
+func readyz(t *testing.T, g *testGateway) (int, string) {
+	t.Helper()
+	resp, err := http.Get(g.http.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"errors"
-	"github.com/wsgw/wsgw/internal/testkit"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 

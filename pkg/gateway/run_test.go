@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -58,53 +59,58 @@ func TestRunBadSetting(t *testing.T) {
 func TestRunStandalone(t *testing.T) {
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	defer cancel()
 	var logs testkit.SyncBuffer
-	go func() {
-		done <- Run(ctx, nil, []string{"GATEWAY_ADDR=" + addr, "TICK_INTERVAL=100ms", "GATEWAY_ID=gw-run"}, &bytes.Buffer{}, &logs)
-	}()
-	testkit.Eventually(t, 5*time.Second, "/healthz", func() bool {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
+	done := startRun(t, ctx, addr, []string{"GATEWAY_ADDR=" + addr, "TICK_INTERVAL=100ms", "GATEWAY_ID=gw-run"}, &logs)
 	if err := healthcheck(context.Background(), addr); err != nil {
 		t.Fatalf("healthcheck subcommand: %v", err)
 	}
-	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer dcancel()
-	c, _, err := websocket.Dial(dctx, "ws://"+addr+"/ws?user=ana", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	if f := readFrame(t, c); f.Type != protocol.TypeWelcome || f.Gateway != "gw-run" {
-		t.Fatalf("welcome = %+v", f)
+	c, w := dialWelcome(t, "ws://"+addr+"/ws", "ana")
+	if w.Gateway != "gw-run" {
+		t.Fatalf("welcome = %+v", w)
 	}
 	if f := readFrame(t, c); f.Type != protocol.TypeTime {
 		t.Fatalf("tick = %+v", f)
 	}
 	cancel()
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer dcancel()
+	var err error
 	for err == nil {
 		_, _, err = c.Read(dctx)
 	}
 	if websocket.CloseStatus(err) != websocket.StatusGoingAway {
 		t.Fatalf("close = %v, want 1001", err)
 	}
+	runReturned(t, done, "cancel")
+	for _, want := range []string{"connect", "disconnect", "reason=drained", "user=ana", "duration="} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+// startRun runs the gateway program (Run) with env in the background and returns once its
+// /healthz answers on addr. The channel receives what Run returns after ctx ends.
+func startRun(t *testing.T, ctx context.Context, addr string, env []string, stderr io.Writer) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, nil, env, &bytes.Buffer{}, stderr) }()
+	testkit.Eventually(t, 5*time.Second, "/healthz", func() bool { return get(addr, "/healthz") == http.StatusOK })
+	return done
+}
+
+// runReturned fails the test unless Run, started by startRun, returns nil within 10 s of its
+// context ending (after what).
+func runReturned(t *testing.T, done <-chan error, after string) {
+	t.Helper()
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatalf("Run = %v, want nil", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
-	for _, want := range []string{"connect", "disconnect", "reason=drained", "user=ana", "duration="} {
-		if !strings.Contains(logs.String(), want) {
-			t.Errorf("logs lack %q:\n%s", want, logs.String())
-		}
+		t.Fatal("Run did not return after " + after)
 	}
 }
 
@@ -125,20 +131,12 @@ func TestRunAdminAndAuth(t *testing.T) {
 	addr, admin := freeAddr(t), freeAddr(t)
 	env := []string{"GATEWAY_ADDR=" + addr, "ADMIN_ADDR=" + admin, "TICK_INTERVAL=100ms", "AUTH_JWT_SECRET=" + string(testSecret)}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, nil, env, &bytes.Buffer{}, &testkit.SyncBuffer{}) }()
+	done := startRun(t, ctx, addr, env, &testkit.SyncBuffer{})
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run = %v", err)
 		}
-	})
-	testkit.Eventually(t, 5*time.Second, "/healthz", func() bool {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
 	})
 	for _, path := range []string{"/users", "/metrics", "/debug/pprof/"} {
 		if code, _ := testkit.HTTPGet(t, "http://"+addr+path); code != http.StatusNotFound {

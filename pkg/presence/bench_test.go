@@ -24,7 +24,7 @@ func BenchmarkRedisJoinBurst(b *testing.B) {
 				prefix := fmt.Sprintf("%sb%d:", testkit.Prefix(b), i)
 				s := NewRedis(c, RedisOptions{Prefix: prefix, GatewayID: "gw-bench", TTL: 15 * time.Second,
 					Logger: quietLogger(), Metrics: metrics.New()})
-				before := rt.pipelines.Load() + rt.commands.Load()
+				before := rt.RoundTrips()
 				start := time.Now()
 				for j := range n {
 					s.Join(user("gw-bench", j))
@@ -33,7 +33,7 @@ func BenchmarkRedisJoinBurst(b *testing.B) {
 					time.Sleep(time.Millisecond)
 				}
 				b.ReportMetric(float64(time.Since(start).Microseconds())/float64(n), "µs/join")
-				trips += rt.pipelines.Load() + rt.commands.Load() - before
+				trips += rt.RoundTrips() - before
 				b.StopTimer()
 				_ = s.Close(context.Background())
 				b.StartTimer()

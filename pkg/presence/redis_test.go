@@ -10,12 +10,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	"github.com/wsgw/wsgw/internal/rediscount"
 	"github.com/wsgw/wsgw/internal/testkit"
 	"github.com/wsgw/wsgw/pkg/metrics"
 	"github.com/wsgw/wsgw/pkg/protocol"
@@ -174,38 +174,14 @@ func TestRedisStoredValue(t *testing.T) {
 	}
 }
 
-// roundTrips counts what a client sends: pipelines and single commands.
-type roundTrips struct {
-	pipelines, commands, published atomic.Int64
-}
-
-// countedClient returns a client of addr that counts its round trips, closed when the test
+// countedClient returns a client of addr that counts what it sends, closed when the test
 // ends: after the stores made later, since cleanups run last-in first-out.
-func countedClient(tb testing.TB, addr string) (*redis.Client, *roundTrips) {
+func countedClient(tb testing.TB, addr string) (*redis.Client, *rediscount.Hook) {
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	tb.Cleanup(func() { c.Close() })
-	rt := &roundTrips{}
+	rt := &rediscount.Hook{}
 	c.AddHook(rt)
 	return c, rt
-}
-
-func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.commands.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.pipelines.Add(1)
-		for _, c := range cmds {
-			if c.Name() == "publish" {
-				h.published.Add(1)
-			}
-		}
-		return next(ctx, cmds)
-	}
 }
 
 // TestRedisBatching joins 10,000 connections at once: they must reach the hash in a handful
@@ -228,7 +204,7 @@ func TestRedisBatching(t *testing.T) {
 	})
 	took := time.Since(start)
 	testkit.Eventually(t, time.Second, "writes counted", func() bool { return testutil.ToFloat64(m.PresenceWrites) == n })
-	p, cmds := rt.pipelines.Load(), rt.commands.Load()
+	p, cmds := rt.Pipelines.Load(), rt.Singles.Load()
 	t.Logf("10000 joins: Join calls took %v, in Redis after %v, %d pipelines + %d single commands", joined, took, p, cmds)
 	// The writer takes what is queued when it wakes, so a burst still being joined goes out in
 	// a few more, smaller batches than 10000/maxBatch: a handful either way, never thousands.
@@ -297,7 +273,7 @@ func TestRedisWriteBackAfterRestart(t *testing.T) {
 	ctx := context.Background()
 	testkit.Eventually(t, 2*time.Second, "joins", func() bool { return rc.HLen(ctx, prefix+"presence").Val() == n })
 	time.Sleep(100 * time.Millisecond)
-	published := rt.published.Load()
+	published := rt.Published.Load()
 
 	srv.Restart()
 	start := time.Now()
@@ -306,7 +282,7 @@ func TestRedisWriteBackAfterRestart(t *testing.T) {
 			rc.SCard(ctx, prefix+"gateway:gw-wb:conns").Val() == n && rc.SIsMember(ctx, prefix+"gateways", "gw-wb").Val()
 	})
 	t.Logf("written back %v after the restart", time.Since(start))
-	if got := rt.published.Load(); got != published {
+	if got := rt.Published.Load(); got != published {
 		t.Fatalf("%d events published by the write-back", got-published)
 	}
 
@@ -314,7 +290,7 @@ func TestRedisWriteBackAfterRestart(t *testing.T) {
 	rc.FlushDB(ctx)
 	s.Resync()
 	testkit.Eventually(t, time.Second, "resync", func() bool { return rc.HLen(ctx, prefix+"presence").Val() == n })
-	if got := rt.published.Load(); got != published {
+	if got := rt.Published.Load(); got != published {
 		t.Fatalf("%d events published by Resync", got-published)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -125,7 +124,7 @@ func (g *fakeGateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(g.delay)
 		res, ok := g.results[req.N]
 		if !ok {
-			res = fibString(req.N)
+			res = testkit.Fib(req.N).String()
 		}
 		_ = write(protocol.EncodeFib(req.ID, req.N, res))
 	}
@@ -160,16 +159,6 @@ func (g *fakeGateway) nextAccept(t *testing.T, within time.Duration) accept {
 		t.Fatalf("no connection within %s", within)
 		return accept{}
 	}
-}
-
-// fibString is F(n) by the simple loop: the fake needs no speed.
-func fibString(n int) string {
-	a, b := big.NewInt(0), big.NewInt(1)
-	for range n {
-		a.Add(a, b)
-		a, b = b, a
-	}
-	return a.String()
 }
 
 // running is one Run in a goroutine, with its streams.

@@ -43,22 +43,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	user := fs.String("user", "", "display `name` (letters, digits, _ . -); empty: the gateway assigns a guest name, kept across reconnects")
 	token := fs.String("token", "", "bearer `JWT` for a gateway with authentication on, sent as Authorization: Bearer (default $WSGW_TOKEN)")
 	tokenCmd := fs.String("token-cmd", "", "shell `command` printing a fresh token, run for the first token when -token is empty and to refresh it before it expires,\ne.g. \"gateway token -user ana\"")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: client [-url %s] [-user NAME] [-token JWT | -token-cmd COMMAND]\n\n", DefaultURL)
-		fmt.Fprintln(fs.Output(), "Prints every frame the gateway sends and sends each line typed (10 asks for F(10)).")
-		fmt.Fprintln(fs.Output(), "quit, exit, Ctrl-D or Ctrl-C end it.")
-		fmt.Fprintln(fs.Output())
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("client: %w", err)
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return fmt.Errorf("client: unexpected argument %q", fs.Arg(0))
+	if help, err := parseFlags(fs, args, "client [-url "+DefaultURL+"] [-user NAME] [-token JWT | -token-cmd COMMAND]",
+		"Prints every frame the gateway sends and sends each line typed (10 asks for F(10)).",
+		"quit, exit, Ctrl-D or Ctrl-C end it."); help || err != nil {
+		return err
 	}
 	u, err := url.Parse(*rawURL)
 	if err != nil {
@@ -130,4 +118,29 @@ func setupIO(stdin io.Reader, stdout, stderr io.Writer) (out *printer, next func
 		_ = term.Restore(fd, state)
 	}
 	return out, t.ReadLine, restore, nil
+}
+
+// parseFlags parses args into fs and sets its usage: "usage: " and synopsis, the about lines,
+// then the flags. help reports that -h printed the usage (not an error); a positional argument
+// prints it and fails. Errors start with the flag set's name ("client", "client users").
+func parseFlags(fs *flag.FlagSet, args []string, synopsis string, about ...string) (help bool, err error) {
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s\n\n", synopsis)
+		for _, line := range about {
+			fmt.Fprintln(fs.Output(), line)
+		}
+		fmt.Fprintln(fs.Output())
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, fmt.Errorf("%s: %w", fs.Name(), err)
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return false, fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return false, nil
 }

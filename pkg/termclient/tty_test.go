@@ -88,7 +88,7 @@ func TestTypedLineSurvivesTicks(t *testing.T) {
 
 	run("send-keys", "-l", "3")
 	run("send-keys", "Enter")
-	want := "F(123) = " + fibString(123)
+	want := "F(123) = " + testkit.Fib(123).String()
 	waitFor(t, 10*time.Second, want+" on screen", func() bool {
 		return strings.Contains(strings.Join(screen(), "\n"), want)
 	})

@@ -3,7 +3,6 @@ package termclient
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,21 +27,9 @@ func Users(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	rawURL := fs.String("url", DefaultUsersURL, "the gateway's /users `URL` (the admin listener's when ADMIN_ADDR is set)")
 	limit := fs.Int("limit", 1000, "connections per page (1–10000)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: client users [-url %s] [-limit N]\n\n", DefaultUsersURL)
-		fmt.Fprintln(fs.Output(), "Prints every online connection of the cluster, walking all pages of /users.")
-		fmt.Fprintln(fs.Output())
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("client users: %w", err)
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return fmt.Errorf("client users: unexpected argument %q", fs.Arg(0))
+	if help, err := parseFlags(fs, args, "client users [-url "+DefaultUsersURL+"] [-limit N]",
+		"Prints every online connection of the cluster, walking all pages of /users."); help || err != nil {
+		return err
 	}
 	base, err := url.Parse(*rawURL)
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") {

@@ -22,25 +22,19 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wsgw/wsgw/internal/cli"
 	"github.com/wsgw/wsgw/pkg/protocol"
 	"github.com/wsgw/wsgw/pkg/rediskey"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "floor:", err)
-		os.Exit(1)
-	}
+	cli.Main("floor", func(ctx context.Context) error { return run(ctx, os.Args[1:]) })
 }
 
 // server is the set of sockets.
