@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -30,6 +31,7 @@ type hijackWriter struct {
 	readLimit    int64         // READ_LIMIT, for the frame guard
 	writeTimeout time.Duration // the outbox's flush deadline
 	outboxLimit  int           // bytes the outbox may keep
+	idleRead     time.Duration // how long a read at a frame boundary waits before yielding
 
 	out  *outbox // set by Hijack
 	conn *wsConn // set by Hijack
@@ -46,10 +48,10 @@ func (h *hijackWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 // Reads also let the connection's reader give up its goroutine (see readPoller). The library
 // has no "nothing to read" answer: its Read waits, handling pings and pongs, until a data
 // message arrives. So while the reader has armed yield, a read at a frame boundary (outside a
-// fragmented message) that would wait hands the library a made-up frame instead: an empty,
-// masked, final binary frame, which ends its Read at once; the reader sees yield fired and
-// parks the socket. The frame goes nowhere else, and the stream the library parses stays
-// valid: it sits between two whole frames.
+// fragmented message) that has waited idleRead for a byte hands the library a made-up frame
+// instead: an empty, masked, final binary frame, which ends its Read at once; the reader sees
+// yield fired and parks the socket. The frame goes nowhere else, and the stream the library
+// parses stays valid: it sits between two whole frames.
 //
 // Read is called by whoever holds the library's read lock, one at a time.
 type wsConn struct {
@@ -58,6 +60,7 @@ type wsConn struct {
 	guard frameGuard
 	out   *outbox
 	yield atomic.Int32 // yieldOff, yieldArmed (by the reader), yieldFired (by Read)
+	idle  time.Duration
 
 	onClose func() // after the socket is closed; set before the reader starts
 }
@@ -74,9 +77,9 @@ var yieldFrame = [6]byte{0x82, 0x80}
 func (c *wsConn) Read(p []byte) (int, error) {
 	c.out.waitWritable()
 	if c.yield.Load() == yieldArmed && c.guard.between() && len(p) >= len(yieldFrame) {
-		c.src.nonblock = true
+		c.src.wait = c.idle
 		n, err := c.guard.Read(p)
-		c.src.nonblock = false
+		c.src.wait = 0
 		if err != errWouldBlock {
 			return n, err
 		}
@@ -100,14 +103,14 @@ func (c *wsConn) Close() error {
 var errWouldBlock = errors.New("gateway: read would block")
 
 // source is what the frame guard reads: first the bytes the client sent right behind its
-// handshake, then the socket; without waiting while nonblock is set.
+// handshake, then the socket; waiting no longer than wait when it is set.
 type source struct {
-	pre      []byte
-	nc       net.Conn
-	rc       syscall.RawConn // nil: every read waits (nonblock is never set then)
-	nonblock bool
+	pre  []byte
+	nc   net.Conn
+	rc   syscall.RawConn // nil: every read waits as long as it takes (wait is never set then)
+	wait time.Duration
 
-	// The non-blocking read's arguments and results: one closure per connection.
+	// The bounded read's arguments and results: one closure per connection.
 	buf  []byte
 	n    int
 	err  error
@@ -120,18 +123,27 @@ func (s *source) Read(p []byte) (int, error) {
 		s.pre = s.pre[n:]
 		return n, nil
 	}
-	if !s.nonblock || s.rc == nil {
+	if s.wait <= 0 || s.rc == nil {
 		return s.nc.Read(p)
+	}
+	// A deadline, not a timer of our own: the runtime's netpoller wakes the read either way,
+	// with no more system calls than a plain read (the failed attempt and the one that reads).
+	if err := s.nc.SetReadDeadline(time.Now().Add(s.wait)); err != nil {
+		return 0, err
 	}
 	if s.read == nil {
 		s.read = func(fd uintptr) bool {
 			s.n, s.err = readNonblock(fd, s.buf)
-			return true // one attempt
+			return s.err != errWouldBlock // nothing yet: let the netpoller wait
 		}
 	}
 	s.buf = p
 	err := s.rc.Read(s.read)
 	s.buf = nil
+	_ = s.nc.SetReadDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, errWouldBlock
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -153,7 +165,7 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// here, which is nothing, and resets that reader onto the returned conn; so they must be
 	// behind the conn, not in a reader the library replaces.)
 	h.out = newOutbox(nc, h.writeTimeout, h.outboxLimit)
-	wc := &wsConn{Conn: nc, src: source{nc: nc, rc: h.out.rc}, out: h.out}
+	wc := &wsConn{Conn: nc, src: source{nc: nc, rc: h.out.rc}, out: h.out, idle: h.idleRead}
 	if n := brw.Reader.Buffered(); n > 0 {
 		b, _ := brw.Reader.Peek(n)
 		wc.src.pre = bytes.Clone(b)

@@ -62,7 +62,7 @@ func TestIdleSocketsHoldNoGoroutine(t *testing.T) {
 // one write, a fragmented message with a ping between its fragments (the reader must not
 // park inside a message: the yield frame there would be a protocol error).
 func TestParkedReaderReadsEveryFrame(t *testing.T) {
-	g := startGateway(t, Options{}, 0)
+	g := startGateway(t, Options{IdleRead: time.Millisecond}, 0) // park at every pause
 	needPoller(t, g.srv)
 	rc := openRaw(t, g, "cuts")
 	pause := func() { time.Sleep(20 * time.Millisecond) } // long enough for the reader to park
@@ -115,7 +115,7 @@ func TestParkedReaderReadsEveryFrame(t *testing.T) {
 // with ping_timeout, and a parked socket that the client closes or drops is cleaned up (the
 // disconnect recorded): the reader is started again for each.
 func TestParkedSocketsKeepAliveAndEnd(t *testing.T) {
-	g := startGateway(t, Options{PingInterval: 100 * time.Millisecond, PingTimeout: 500 * time.Millisecond}, 0)
+	g := startGateway(t, Options{PingInterval: 100 * time.Millisecond, PingTimeout: 500 * time.Millisecond, IdleRead: time.Millisecond}, 0)
 	needPoller(t, g.srv)
 
 	// A library client answers pings while something reads.

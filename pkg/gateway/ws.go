@@ -58,7 +58,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		user = claims.User
 	}
 	hw := &hijackWriter{
-		ResponseWriter: w, readLimit: s.opts.ReadLimit, writeTimeout: s.opts.WriteTimeout,
+		ResponseWriter: w, readLimit: s.opts.ReadLimit, writeTimeout: s.opts.WriteTimeout, idleRead: s.opts.IdleRead,
 		outboxLimit: s.opts.QueueSize*outboxPerFrame + outboxSlack,
 	}
 	var c *conn // set below, before the reader (the only caller of OnPingReceived) starts
@@ -200,8 +200,8 @@ var errParked = errors.New("gateway: socket parked")
 // readLoop is the one reader: every frame is parsed and answered or handed to the pool. A
 // frame header declaring more than READ_LIMIT (seen by the frameGuard under the library)
 // closes with 1009 at once; a text frame that is not UTF-8 with 1007 (RFC 6455 §8.1). When
-// the socket has nothing more to read (the yield frame, see wsConn), it parks the socket and
-// returns errParked.
+// the socket has had nothing more to read for Options.IdleRead (the yield frame, see wsConn), it
+// parks the socket and returns errParked.
 func (s *Server) readLoop(c *conn) error {
 	for {
 		if c.canPark {
@@ -209,12 +209,17 @@ func (s *Server) readLoop(c *conn) error {
 		}
 		// No context: the read ends when the socket closes (kick, drain, peer), and a
 		// cancellable context would cost every idle connection a registration.
-		typ, data, err := c.ws.Read(context.Background())
-		if c.canPark && c.wc.yield.Swap(yieldOff) == yieldFired && err == nil && typ == websocket.MessageBinary && len(data) == 0 {
+		typ, r, err := c.ws.Reader(context.Background())
+		if c.canPark && c.wc.yield.Swap(yieldOff) == yieldFired && err == nil && typ == websocket.MessageBinary {
+			// The yield frame: final and empty, nothing of it to read.
 			if c.park() {
 				return errParked
 			}
 			continue
+		}
+		var data []byte
+		if err == nil {
+			data, err = io.ReadAll(r)
 		}
 		if errors.Is(err, errFrameTooBig) {
 			c.closeWith(reasonTooBig, websocket.StatusMessageTooBig, "frame over the read limit")
