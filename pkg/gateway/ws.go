@@ -18,10 +18,10 @@ import (
 	"github.com/wsgw/wsgw/pkg/protocol"
 )
 
-// handleWS upgrades /ws and starts the connection's one reader on a goroutine of its own,
-// then returns. Returning lets net/http's connection goroutine end (a hijacked connection is
-// no longer its business), freeing its deep stack and the *http.Request: an idle socket then
-// costs a shallow reader stack, not the server's whole call chain.
+// handleWS upgrades /ws, registers the connection (serve) and hands its socket to the read
+// poller, then returns. Returning lets net/http's connection goroutine end (a hijacked
+// connection is no longer its business), freeing its deep stack and the *http.Request: an
+// idle socket then costs no goroutine at all.
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		s.m.Rejected.WithLabelValues("draining").Inc()
@@ -93,10 +93,12 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	hw.conn.onClose = c.socketClosed
 	c.canPark = s.poller != nil && c.out.rc != nil
 	upgraded = true
-	go s.serve(c)
+	s.serve(c)
 }
 
-// serve registers c everywhere, then becomes its first reader.
+// serve registers c everywhere, then parks its socket with the read poller, which starts a
+// reader when the client sends something; or, where it cannot (no poller, or the client's
+// first frames came with its handshake and are already read), starts one.
 func (s *Server) serve(c *conn) {
 	// Presence first: a client holding its welcome is already listed in /users. Then the
 	// welcome, written directly (nothing else writes to c until it is in the hub), and only
@@ -128,12 +130,18 @@ func (s *Server) serve(c *conn) {
 	c.schedulePing()
 	c.armExpiry()
 	s.log.Info("connect", "conn", c.id, "user", c.user, "remote", c.remoteAddr)
-	s.read(c)
+	// The handshake's goroutine is the reader until here: no goroutine started, no stack
+	// grown, no read tried, for a client that has nothing to say yet.
+	if c.canPark && len(c.wc.src.pre) == 0 && c.park() {
+		return
+	}
+	go s.read(c)
 }
 
-// read is the connection's reader, on the goroutine serve, the poller or socketClosed started
-// it on: it reads until the socket has nothing more to give and parks it with the poller
-// (returning: the next reader starts on the next event), or until the connection ends.
+// read is the connection's reader, on a goroutine that serve, the poller or socketClosed
+// started: it reads until the socket has had nothing to give for IdleRead and parks it with
+// the poller (returning: the next reader starts on the next event), or until the connection
+// ends.
 func (s *Server) read(c *conn) {
 	err := s.readLoop(c)
 	if errors.Is(err, errParked) {
