@@ -35,12 +35,13 @@ const (
 //
 // Goroutines that touch a conn:
 //   - the reader (Server.read): the only one that reads. Through the library it also writes
-//     pongs and the close replies; serve writes the welcome before the conn is in the hub and
-//     then becomes the first reader. A reader that finds nothing more to read parks the
-//     socket with the Server's readPoller and returns; the poller (on readiness) or
-//     socketClosed (when the socket is closed under a parked reader) starts the next one.
-//     Exactly one goroutine is the reader at a time: the one that moved readState from
-//     parked to active, or serve's at the start. An idle connection has no goroutine.
+//     pongs and the close replies. serve, on the handshake's goroutine, writes the welcome
+//     before the conn is in the hub and is the reader until it parks the socket with the
+//     Server's readPoller (or starts a reader). A reader that has had nothing to read for
+//     IdleRead parks the socket and returns; the poller (on readiness) or socketClosed (when
+//     the socket is closed while parked) starts the next one. Exactly one goroutine is the
+//     reader at a time: serve's at the start, then the one that moved readState from parked
+//     to active. An idle connection has no goroutine.
 //   - hub goroutines call Send, under their shard's lock; the Fibonacci pool and the reader
 //     call send. Both only append to queue and, if the conn is not scheduled yet, put it on the
 //     writers' ready list. They never write to the socket and never wait for it.
