@@ -26,7 +26,8 @@
 //     test ends. Its Gateways, Tickers, LB and Redis are localcluster.Procs to Kill, Term and
 //     Start again.
 //   - startGateway, startTicker and startProc run one program outside a cluster (Sentinel,
-//     Cluster, a ticker with a known id, wscat), through the same localcluster.Proc.
+//     Cluster, a ticker with a known id), through the same localcluster.Proc; startInteractive
+//     runs one whose stdin must stay open (wscat, the client program).
 //   - dial(t, addr, user) connects one client to a gateway; startClients connects many, through
 //     HAProxy, optionally redialing like the terminal client. A client's ticks, snapshot,
 //     history, waitTick, fibRoundTrip and checkTicks read what it received; startTermClient runs
