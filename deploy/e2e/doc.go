@@ -14,8 +14,11 @@
 //
 // # Adding a test
 //
-// Put it in a new file named after the failure or feature it covers, and build it from the
-// harness rather than writing another copy of any of it:
+// Put it in the file of the kind of failure or feature it covers (redisfailure_test.go: Redis
+// restarted, slow, its subscription cut or deaf; processloss_test.go: a gateway, HAProxy or the
+// ticker lost; topology_test.go: Sentinel and Cluster), or in a new file named after a new kind,
+// keeping each under 500 lines; and build it from the harness rather than writing another copy
+// of any of it:
 //
 //   - startCluster(t, localcluster.Options{...}) starts redis-server, tickers, gateways and
 //     HAProxy (NoLB: true skips HAProxy; RedisURL points the cluster at a Redis of the test's
@@ -23,7 +26,8 @@
 //     test ends. Its Gateways, Tickers, LB and Redis are localcluster.Procs to Kill, Term and
 //     Start again.
 //   - startGateway, startTicker and startProc run one program outside a cluster (Sentinel,
-//     Cluster, a ticker with a known id, wscat), through the same localcluster.Proc.
+//     Cluster, a ticker with a known id), through the same localcluster.Proc; startInteractive
+//     runs one whose stdin must stay open (wscat, the client program).
 //   - dial(t, addr, user) connects one client to a gateway; startClients connects many, through
 //     HAProxy, optionally redialing like the terminal client. A client's ticks, snapshot,
 //     history, waitTick, fibRoundTrip and checkTicks read what it received; startTermClient runs

@@ -37,6 +37,22 @@ func startProc(t *testing.T, name, bin string, args, env []string, stdin *os.Fil
 	return p
 }
 
+// startInteractive runs bin through startProc with a stdin that stays open until the test
+// ends: wscat and the client program exit as soon as their stdin reaches EOF (wscat before even
+// connecting, the client after closing with 1000). Cleanups run last-in first-out, so the pipe
+// is closed (Ctrl-D) only after startProc's cleanup has killed the process if it had not exited.
+func startInteractive(t *testing.T, name, bin string, args ...string) *localcluster.Proc {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	p := startProc(t, name, bin, args, nil, r)
+	r.Close()
+	return p
+}
+
 // startGateway starts a gateway outside any localcluster (Sentinel and Cluster tests) on a
 // free loopback port with id and the extra env, and waits for /readyz 200.
 func startGateway(t *testing.T, id string, env ...string) (*localcluster.Proc, string) {

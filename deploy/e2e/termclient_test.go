@@ -22,15 +22,7 @@ var welcomeLine = regexp.MustCompile(`connected to (\S+) as (\S+) \(conn (\S+)\)
 
 func startTermClient(t *testing.T, lb, user string) *termClient {
 	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Cleanups run last-in first-out: this one, registered first, closes stdin (Ctrl-D: the
-	// client closes with 1000 and exits) after startProc's has killed it if it had not.
-	t.Cleanup(func() { w.Close() })
-	p := startProc(t, "client-"+user, bin(t, "client"), []string{"-url", "ws://" + lb + "/ws", "-user", user}, nil, r)
-	r.Close()
+	p := startInteractive(t, "client-"+user, bin(t, "client"), "-url", "ws://"+lb+"/ws", "-user", user)
 	return &termClient{user: user, proc: p}
 }
 

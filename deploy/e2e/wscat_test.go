@@ -119,17 +119,10 @@ func jsonFrames(out string) []protocol.Frame {
 	return fs
 }
 
-// startWscat runs wscat with args through startProc and returns a reader of what it printed.
+// startWscat runs wscat with args through startInteractive and returns a reader of what it
+// printed.
 func startWscat(t *testing.T, wscat string, args ...string) (output func() string, p *localcluster.Proc) {
 	t.Helper()
-	// wscat exits as soon as its stdin reaches EOF, before even connecting: give it a pipe that
-	// stays open until the end of the test.
-	stdin, keepOpen, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { keepOpen.Close() })
-	p = startProc(t, "wscat", wscat, args, nil, stdin)
-	stdin.Close()
+	p = startInteractive(t, "wscat", wscat, args...)
 	return func() string { b, _ := os.ReadFile(p.LogPath()); return string(b) }, p
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -338,5 +339,83 @@ func TestRateLimit(t *testing.T) {
 	}
 	if s := websocket.CloseStatus(err); s != websocket.StatusPolicyViolation {
 		t.Fatalf("close = %v, want 1008", err)
+	}
+}
+
+// TestPingTimeout: a peer that never answers pings (it never reads, so its pongs are never
+// sent) is closed.
+func TestPingTimeout(t *testing.T) {
+	g := startGateway(t, Options{PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond}, 0)
+	g.dial(t, "deaf") // never read again
+	testkit.Eventually(t, 10*time.Second, "ping timeout", func() bool {
+		return testutil.ToFloat64(g.m.Disconnects.WithLabelValues(reasonPingTimeout)) == 1
+	})
+	// A reading peer answers pings and stays.
+	c, _ := g.dial(t, "alive")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for {
+			if _, _, err := c.Read(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(800 * time.Millisecond)
+	if n := g.srv.Connections(); n != 1 {
+		t.Fatalf("connections = %d, want the reading peer alive", n)
+	}
+}
+
+// TestPingTimedOut classifies the errors coder/websocket's Ping really returns: no pong in
+// time is a ping timeout; a connection the client closed while the ping waited is not.
+func TestPingTimedOut(t *testing.T) {
+	accepted := make(chan *websocket.Conn, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		accepted <- c
+		_, _, _ = c.Read(context.Background()) // the close handshake needs a reader
+	}))
+	defer hs.Close()
+	url := "ws" + strings.TrimPrefix(hs.URL, "http")
+	ctx := context.Background()
+
+	// The client never reads, so it never answers the ping.
+	cl, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.CloseNow()
+	srv := <-accepted
+	pctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	err = srv.Ping(pctx)
+	cancel()
+	if !pingTimedOut(err) {
+		t.Errorf("no pong in time: pingTimedOut(%v) = false", err)
+	}
+
+	// The client closes while a ping waits for its pong.
+	cl2, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv2 := <-accepted
+	pinged := make(chan error, 1)
+	go func() { pinged <- srv2.Ping(ctx) }()
+	time.Sleep(50 * time.Millisecond) // the ping is out and waiting
+	_ = cl2.Close(websocket.StatusNormalClosure, "bye")
+	select {
+	case err := <-pinged:
+		if pingTimedOut(err) {
+			t.Errorf("closed by the client: pingTimedOut(%v) = true", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Ping still waiting 5 s after the client closed")
+	}
+	if pingTimedOut(nil) {
+		t.Error("pingTimedOut(nil) = true")
 	}
 }
