@@ -172,6 +172,7 @@ func newHTTPServer(h http.Handler, log *slog.Logger, idle time.Duration) *http.S
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnContext:       withSocket,
 	}
 }
 

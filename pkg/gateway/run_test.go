@@ -328,3 +328,38 @@ func get(addr, path string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestHandshakeCorked: the gateway's HTTP server hands the handler its socket, the handler
+// corks it for the upgrade (the 101 and the welcome leave as one segment) and always uncorks
+// it (a socket left corked holds a refused upgrade's answer for 200 ms).
+func TestHandshakeCorked(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	rc, err := server.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	release := corked(withSocket(context.Background(), server))
+	if on, ok := corkOf(t, rc); ok && !on {
+		t.Fatal("socket not corked for the upgrade")
+	}
+	release()
+	if on, ok := corkOf(t, rc); ok && on {
+		t.Fatal("socket still corked after the release")
+	}
+	corked(context.Background())() // a request without a socket in its context: a no-op
+}

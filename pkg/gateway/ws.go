@@ -61,6 +61,10 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		ResponseWriter: w, readLimit: s.opts.ReadLimit, writeTimeout: s.opts.WriteTimeout, idleRead: s.opts.IdleRead,
 		outboxLimit: s.opts.QueueSize*outboxPerFrame + outboxSlack,
 	}
+	// The 101 and the welcome leave in one segment: the socket holds partial segments until
+	// serve has written the welcome (or the upgrade failed), which saves a packet, a loopback
+	// send and the client a wake-up per handshake.
+	defer corked(r.Context())()
 	var c *conn // set below, before the reader (the only caller of OnPingReceived) starts
 	opts := s.acceptOptions()
 	opts.OnPingReceived = func(ctx context.Context, _ []byte) bool { return s.pingReceived(ctx, c) }
