@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -417,5 +418,77 @@ func TestPingTimedOut(t *testing.T) {
 	}
 	if pingTimedOut(nil) {
 		t.Error("pingTimedOut(nil) = true")
+	}
+}
+
+// TestReadersUnderChurn: 40 clients talk in bursts with pauses longer than IdleRead (so every
+// reader parks and is woken again many times), while pings run, then leave by close frame or
+// by dropping the TCP connection. Under -race this checks the hand-over of the reader role
+// (serve → poller → reader → poller …, and socketClosed): every answer right, every
+// connection ended once, none left behind.
+func TestReadersUnderChurn(t *testing.T) {
+	g := startGateway(t, Options{IdleRead: time.Millisecond, PingInterval: 20 * time.Millisecond, Rate: 1000, Burst: 1000}, 0)
+	const clients, rounds = 40, 40
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			errs <- func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				c, _, err := websocket.Dial(ctx, g.url+"?user=churn", nil)
+				if err != nil {
+					return err
+				}
+				defer c.CloseNow()
+				if _, _, err := c.Read(ctx); err != nil { // the welcome
+					return err
+				}
+				for r := range rounds {
+					time.Sleep(time.Duration(2+(i+r)%9) * time.Millisecond)
+					n := (i*rounds + r) % 90
+					req := `{"type":"fib","id":"q","n":` + strconv.Itoa(n) + `}`
+					if err := c.Write(ctx, websocket.MessageText, []byte(req)); err != nil {
+						return err
+					}
+					for { // skip ticks; the library answers the server's pings while reading
+						_, b, err := c.Read(ctx)
+						if err != nil {
+							return err
+						}
+						var f protocol.Frame
+						if err := json.Unmarshal(b, &f); err != nil {
+							return err
+						}
+						if f.Type == protocol.TypeTime {
+							continue
+						}
+						if want := testkit.Fib(n).String(); f.Type != protocol.TypeFib || f.Result != want {
+							return errors.New("fib " + strconv.Itoa(n) + ": got " + string(b) + ", want " + want)
+						}
+						break
+					}
+				}
+				if i%2 == 0 {
+					return c.Close(websocket.StatusNormalClosure, "")
+				}
+				return nil // CloseNow: the TCP connection just drops
+			}()
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	testkit.Eventually(t, 10*time.Second, "every connection ended", func() bool { return g.srv.Connections() == 0 })
+	ended := 0.0
+	for _, why := range []string{reasonClosed, reasonError, reasonPingTimeout} {
+		ended += testutil.ToFloat64(g.m.Disconnects.WithLabelValues(why))
+	}
+	if ended != clients {
+		t.Fatalf("%v disconnects recorded, want %d (one per connection)", ended, clients)
+	}
+	if n := testutil.ToFloat64(g.m.Disconnects.WithLabelValues(reasonPingTimeout)); n != 0 {
+		t.Fatalf("%v ping timeouts among clients that answer pings", n)
 	}
 }

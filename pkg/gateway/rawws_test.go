@@ -417,7 +417,9 @@ func TestParkedReaderReadsEveryFrame(t *testing.T) {
 // TestParkedSocketsKeepAliveAndEnd: pings and pongs go on while the reader is parked between
 // them (no ping timeout for a client that answers), a client that does not answer is closed
 // with ping_timeout, and a parked socket that the client closes or drops is cleaned up (the
-// disconnect recorded): the reader is started again for each.
+// disconnect recorded): the reader is started again for each. Without socketClosed wired to
+// the socket's Close, the silent client's kick closes a parked socket that nobody reads again:
+// it is never cleaned up, and this test times out waiting for it.
 func TestParkedSocketsKeepAliveAndEnd(t *testing.T) {
 	g := startGateway(t, Options{PingInterval: 100 * time.Millisecond, PingTimeout: 500 * time.Millisecond, IdleRead: time.Millisecond}, 0)
 	needPoller(t, g.srv)
