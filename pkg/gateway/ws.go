@@ -162,8 +162,8 @@ func (s *Server) finish(c *conn, err error) {
 	c.removeFromHub()
 	c.ended.Store(true)
 	c.stopSending()
-	if c.canPark {
-		s.poller.forget(c)
+	if s.poller != nil {
+		s.poller.forget(c) // also when parking was given up after the socket was registered
 	}
 	why := s.closeReason(c, err)
 	leave := protocol.ReasonClosed
