@@ -62,7 +62,7 @@ const (
 //     writer is draining it (at most one writer at a time). closing: no more sends; set once.
 //   - reason: the first close reason wins (CompareAndSwap); ended: the last reader has
 //     finished.
-//   - limiter, limitedSince, canPark, token, registered: the reader's own, handed over with
+//   - limiter, limitedSince, canPark, token: the reader's own, handed over with
 //     readState (the next reader's CompareAndSwap sees everything the last one wrote before
 //     its Store).
 //
@@ -99,9 +99,8 @@ type conn struct {
 	joined        bool   // in presence (set by serve before the first read)
 	removeFromHub func() // set by serve before the first read
 	// The reader's own, handed from one reader to the next through readState.
-	canPark    bool   // the poller may take the socket (Linux, a real socket, no epoll failure yet)
-	token      uint64 // the socket's key in the poller; 0: not registered yet
-	registered bool   // the socket is in the epoll set
+	canPark bool   // the poller may take the socket (Linux, a real socket, no epoll failure yet)
+	token   uint64 // the socket's key in the poller; 0: not in the epoll set yet
 
 	mu        sync.Mutex
 	queue     [][]byte  // frames not yet handed to the library
@@ -228,8 +227,7 @@ const (
 func (c *conn) park() bool {
 	p := c.s.poller
 	// Everything the next reader reads is written before the Store that hands it over.
-	add := !c.registered
-	c.registered = true
+	add := c.token == 0 // the first park adds the socket to the epoll set
 	p.register(c)
 	c.readState.Store(readerParked)
 	if p.arm(c, add) {

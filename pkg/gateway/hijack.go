@@ -25,7 +25,8 @@ const (
 // hijackWriter wraps the ResponseWriter that websocket.Accept hijacks, to put the gateway's
 // own layers under the library: small buffers; on the read side the bytes the client sent
 // with its handshake, then the socket, through a frameGuard (1009 at the header); on the
-// write side an outbox (a write never waits for the peer). After Accept, out is the outbox.
+// write side an outbox (a write never waits for the peer). After Accept, conn is the socket
+// the library got, and conn.out its outbox.
 type hijackWriter struct {
 	http.ResponseWriter
 	readLimit    int64         // READ_LIMIT, for the frame guard
@@ -33,7 +34,6 @@ type hijackWriter struct {
 	outboxLimit  int           // bytes the outbox may keep
 	idleRead     time.Duration // how long a read at a frame boundary waits before yielding
 
-	out  *outbox // set by Hijack
 	conn *wsConn // set by Hijack
 }
 
@@ -164,13 +164,13 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// stay first in line. (The library re-reads what is buffered in the reader returned
 	// here, which is nothing, and resets that reader onto the returned conn; so they must be
 	// behind the conn, not in a reader the library replaces.)
-	h.out = newOutbox(nc, h.writeTimeout, h.outboxLimit)
-	wc := &wsConn{Conn: nc, src: source{nc: nc, rc: h.out.rc}, out: h.out, idle: h.idleRead}
+	out := newOutbox(nc, h.writeTimeout, h.outboxLimit)
+	wc := &wsConn{Conn: nc, src: source{nc: nc, rc: out.rc}, out: out, idle: h.idleRead}
 	if n := brw.Reader.Buffered(); n > 0 {
 		b, _ := brw.Reader.Peek(n)
 		wc.src.pre = bytes.Clone(b)
 	}
 	wc.guard = frameGuard{r: &wc.src, limit: h.readLimit}
 	h.conn = wc
-	return wc, bufio.NewReadWriter(bufio.NewReaderSize(wc, connReadBuf), bufio.NewWriterSize(h.out, connWriteBuf)), nil
+	return wc, bufio.NewReadWriter(bufio.NewReaderSize(wc, connReadBuf), bufio.NewWriterSize(out, connWriteBuf)), nil
 }

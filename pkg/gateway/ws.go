@@ -84,7 +84,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	// The connection outlives the request: nothing below uses r or its context (see
 	// websocket.Accept's doc).
 	c = &conn{
-		s: s, ws: ws, out: hw.out,
+		s: s, ws: ws, out: hw.conn.out,
 		id:         newConnID(),
 		user:       user,
 		start:      time.Now(),
