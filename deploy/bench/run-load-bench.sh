@@ -46,7 +46,9 @@ if [ "${MODE:-cluster}" = cluster ]; then
   redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --maxclients 100000 >"$out/redis.log" 2>&1 &
   pids+=($!)
   until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
-  REDIS_URL="redis://127.0.0.1:$rport/0" "$out/ticker" >"$out/ticker.log" 2>&1 &
+  # The environment's extra settings are the gateway's: the ticker reads ADMIN_ADDR too, and
+  # would take the gateway's admin port.
+  env -u ADMIN_ADDR REDIS_URL="redis://127.0.0.1:$rport/0" "$out/ticker" >"$out/ticker.log" 2>&1 &
   pids+=($!)
   redis_env=(REDIS_URL="redis://127.0.0.1:$rport/0")
 fi
